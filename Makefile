@@ -1,0 +1,80 @@
+# hakmem build.
+#   make            release library: build/libhakclient.so (+ soname links) and .a
+#   make test       build and run every test
+#   make debug      the same library and tests with assertions on, in build-debug/
+#   make demo       the small load demo the README's quick start runs
+#   make clean
+
+VERSION    := 0.1.0
+SOMAJOR    := 0
+BUILD      ?= build
+MODE       ?= release
+
+CC         ?= cc
+CSTD       := -std=gnu11 -D_GNU_SOURCE
+WARN       := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+# Internal symbols hidden; the fast paths use initial-exec TLS and no PLT.
+LIBFLAGS   := -fPIC -fvisibility=hidden -ftls-model=initial-exec -fno-plt \
+              -fno-semantic-interposition
+ifeq ($(MODE),debug)
+OPT        := -O1 -g -DHAK_DEBUG
+else
+OPT        := -O2 -g
+endif
+CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) -Iinclude -Iclient $(CFLAGS)
+
+CLIENT_SRC := $(wildcard client/*.c)
+CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/obj/%.o)
+SONAME     := libhakclient.so.$(SOMAJOR)
+LIB_SO     := $(BUILD)/libhakclient.so.$(VERSION)
+LIB_A      := $(BUILD)/libhakclient.a
+
+TEST_SRC   := $(wildcard tests/test_*.c)
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_LIBS  := -lcmocka -lpthread
+
+.PHONY: all lib deps test tests-build debug demo clean
+all: lib
+lib: $(LIB_SO) $(BUILD)/libhakclient.so $(LIB_A)
+
+$(BUILD)/obj/client/%.o: client/%.c $(wildcard client/*.h) include/hakmem.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(LIBFLAGS) -c $< -o $@
+
+$(LIB_SO): $(CLIENT_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,-z,now -Wl,--no-undefined -o $@ $^ -lpthread
+	ln -sf libhakclient.so.$(VERSION) $(BUILD)/$(SONAME)
+
+$(BUILD)/libhakclient.so: $(LIB_SO)
+	ln -sf $(SONAME) $@
+
+$(LIB_A): $(CLIENT_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests -o $@ $< $(LIB_A) $(TEST_LIBS)
+
+# Installs missing Debian packages first (cmocka), so a fresh machine works.
+deps:
+	@tests/install-deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory lib tests-build
+	@tests/run_tests.sh $(BUILD)
+
+tests-build: $(TEST_BIN)
+
+debug:
+	$(MAKE) BUILD=build-debug MODE=debug test
+
+$(BUILD)/demo: bench/demo.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB_A) -lpthread
+
+demo: $(BUILD)/demo
+	$(BUILD)/demo
+
+clean:
+	rm -rf build build-debug

@@ -1,0 +1,54 @@
+/* Aligned allocation. Blocks of a power-of-two class up to 64 KiB are
+ * naturally aligned to their size (slabs start on 64 KiB boundaries), so an
+ * alignment up to 64 KiB is served from the smallest such class that holds
+ * the request; anything else is a large block mapped at the alignment. */
+#include "internal.h"
+#include "hakmem.h"
+
+static bool power_of_two(size_t a)
+{
+    return a && !(a & (a - 1));
+}
+
+void *hak_aligned(size_t align, size_t size) HAK_HIDDEN;
+void *hak_aligned(size_t align, size_t size)
+{
+    if (align <= 16)
+        return hak_malloc(size);
+    if (size > SIZE_MAX - align) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t need = size > align ? size : align;
+    if (align <= HAK_UNIT_SIZE && need <= HAK_UNIT_SIZE) {
+        size_t pow2 = (size_t)1 << (64 - __builtin_clzll(need - 1));
+        return hak_malloc(pow2);
+    }
+    if (unlikely(!hak_ready()) && !hak_init_slow()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return hak_large_alloc(size, align, false);
+}
+
+HAK_API int hak_posix_memalign(void **out, size_t align, size_t size)
+{
+    if (!power_of_two(align) || align % sizeof(void *))
+        return EINVAL;
+    int saved = errno;
+    void *p = hak_aligned(align, size);
+    errno = saved;
+    if (!p)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+HAK_API void *hak_aligned_alloc(size_t align, size_t size)
+{
+    if (!power_of_two(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return hak_aligned(align, size);
+}

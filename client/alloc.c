@@ -1,0 +1,79 @@
+/* Allocation entry points.
+ *
+ * hak_malloc's fast path, for sizes up to HAK_SMALL_MAX, is a table lookup
+ * and a pop from the thread's cache: no lock, no atomic, no call (about ten
+ * instructions). Everything else falls into hak_malloc_slow. */
+#include <string.h>
+
+#include "internal.h"
+#include "hakmem.h"
+
+static inline void *tcache_pop(struct hak_tcache *tc)
+{
+    void *b = tc->head;
+    if (likely(b)) {
+        tc->head = *(void **)b;
+        tc->count--;
+    }
+    return b;
+}
+
+HAK_API void *hak_malloc(size_t size)
+{
+    if (likely(size <= HAK_SMALL_MAX)) {
+        unsigned cls = hak_class_of16[(size + 15) >> 4];
+        void *b = tcache_pop(&hak_tls.c[cls]);
+        if (likely(b))
+            return b;
+    }
+    return hak_malloc_slow(size);
+}
+
+/* Refill the cache of cls and pop one block. */
+static void *refill_and_pop(unsigned cls)
+{
+    struct hak_heap *h = hak_heap_thread_start();
+    if (unlikely(!h))
+        return hak_heap_orphan_alloc(cls);
+    hak_lock(&h->lock);
+    unsigned n = hak_heap_refill(h, cls);
+    hak_unlock(&h->lock);
+    if (unlikely(!n)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return tcache_pop(&hak_tls.c[cls]);
+}
+
+HAK_NOINLINE void *hak_malloc_slow(size_t size)
+{
+    if (unlikely(!hak_ready()) && !hak_init_slow()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (size > HAK_MID_MAX)
+        return hak_large_alloc(size, 16, false);
+    unsigned cls = hak_size_class(size);
+    void *b = tcache_pop(&hak_tls.c[cls]);
+    return b ? b : refill_and_pop(cls);
+}
+
+HAK_API void *hak_calloc(size_t count, size_t size)
+{
+    size_t bytes;
+    if (unlikely(__builtin_mul_overflow(count, size, &bytes))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (bytes > HAK_MID_MAX) {
+        if (unlikely(!hak_ready()) && !hak_init_slow()) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        return hak_large_alloc(bytes, 16, true);
+    }
+    void *p = hak_malloc(bytes);
+    if (likely(p))
+        memset(p, 0, bytes);
+    return p;
+}

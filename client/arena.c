@@ -1,0 +1,107 @@
+/* The arena: one address range reserved at start-up, in which every
+ * SuperSlab lives, whichever provider supplied it. A single range keeps the
+ * free path's "is this ours?" test to one subtraction and one compare, and
+ * lets the side tables be indexed by (address - base) >> 20.
+ *
+ * Reserving costs address space only: the range is PROT_NONE until a
+ * provider commits SuperSlabs in it (or maps the daemon's memory over it). */
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct hak_arena hak_arena __attribute__((aligned(64)));
+
+#define GIB ((size_t)1 << 30)
+#define MIN_RESERVE (1 * GIB)
+
+static size_t default_reserve(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t ram = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 16 * GIB;
+    size_t want = 4 * ram;              /* room for fragmentation, never RSS */
+    if (want < 64 * GIB)
+        want = 64 * GIB;
+    if (want > 16384 * GIB)
+        want = 16384 * GIB;
+    return want;
+}
+
+static size_t page_round(size_t n)
+{
+    size_t pg = hak_os_page_size();
+    return (n + pg - 1) & ~(pg - 1);
+}
+
+/* Reserve the range and its side tables; halves the request until the
+ * kernel agrees (RLIMIT_AS, small address spaces). */
+int hak_arena_init(size_t reserve)
+{
+    if (!reserve)
+        reserve = default_reserve();
+    reserve &= ~(HAK_SS_SIZE - 1);
+    for (; reserve >= MIN_RESERVE; reserve /= 2) {
+        size_t nss = reserve >> HAK_SS_SHIFT;
+        void *base = hak_os_reserve(reserve, HAK_SS_SIZE);
+        if (!base)
+            continue;
+        /* The hot table is readable from the start: free() may look up any
+         * address in the range; an entry not yet handed out reads as zero
+         * (owner NULL, class 0), which every check rejects. */
+        void *hot = hak_os_map_noreserve(page_round(nss * sizeof(struct hak_ss_hot)));
+        void *cold = hak_os_reserve(page_round(nss * sizeof(struct hak_ss)), hak_os_page_size());
+        if (hot && cold) {
+            hak_arena.hot = hot;
+            hak_arena.cold = cold;
+            hak_arena.nss_max = (uint32_t)nss;
+            hak_arena.base = (uintptr_t)base;
+            hak_arena.size = reserve; /* last: size > 0 publishes the arena */
+            return 0;
+        }
+        hak_os_unmap(base, reserve);
+        if (hot)
+            hak_os_unmap(hot, page_round(nss * sizeof(struct hak_ss_hot)));
+        if (cold)
+            hak_os_unmap(cold, page_round(nss * sizeof(struct hak_ss)));
+    }
+    return -1;
+}
+
+/* Make side-table entries [from, to) accessible. */
+static int commit_meta(uint32_t from, uint32_t to)
+{
+    size_t pg = hak_os_page_size();
+    uintptr_t c0 = (uintptr_t)&hak_arena.cold[from] & ~(pg - 1);
+    uintptr_t c1 = page_round((uintptr_t)&hak_arena.cold[to]);
+    if (hak_os_commit((void *)c0, c1 - c0))
+        return -1;
+    for (uint32_t i = from; i < to; i++) {
+        struct hak_ss *ss = &hak_arena.cold[i];
+        atomic_store_explicit(&hak_arena.hot[i].owner, HAK_OWNER_FREE, HAK_RELAXED);
+        for (unsigned u = 0; u < HAK_UNITS; u++) {
+            ss->slab[u].ss = i;
+            ss->slab[u].unit = (uint8_t)u;
+        }
+        ss->free_units = HAK_ALL_UNITS;
+        ss->next = ss->prev = HAK_NO_SS;
+        ss->state = HAK_SS_UNUSED;
+    }
+    return 0;
+}
+
+/* Hand n fresh SuperSlab indices to a provider, their metadata ready.
+ * Returns the first index, or HAK_NO_SS when the range is full. */
+uint32_t hak_arena_extend(uint32_t n)
+{
+    uint32_t first = HAK_NO_SS;
+    hak_lock(&hak_arena.lock);
+    if (hak_arena.size && n <= hak_arena.nss_max - hak_arena.cursor) {
+        first = hak_arena.cursor;
+        if (commit_meta(first, first + n) == 0)
+            __atomic_store_n(&hak_arena.cursor, first + n, __ATOMIC_RELEASE);
+        else
+            first = HAK_NO_SS;
+    }
+    hak_unlock(&hak_arena.lock);
+    return first;
+}

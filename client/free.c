@@ -1,0 +1,146 @@
+/* Release entry points.
+ *
+ * hak_free's fast path: is the address in the arena, does this thread own
+ * its SuperSlab, is it the start of a block of the class there; then a push
+ * onto the thread's cache. One side-table line is read, no lock, no atomic
+ * read-modify-write, no call. A block of another thread goes onto its slab's
+ * remote list with one CAS. Anything that fails a check is reported. */
+#include "internal.h"
+#include "hakmem.h"
+
+static _Atomic uint64_t remote_frees[HAK_NCLASS];
+
+uint64_t hak_remote_frees(unsigned cls) HAK_HIDDEN;
+uint64_t hak_remote_frees(unsigned cls)
+{
+    return atomic_load_explicit(&remote_frees[cls], HAK_RELAXED);
+}
+
+/* Offset of p from the start of its slab, for the multiple-of-size check. */
+static inline uint32_t slab_offset(uintptr_t off, const struct hak_ss_hot *hot, unsigned u)
+{
+    uint8_t head = __atomic_load_n(&hot->head[u], __ATOMIC_RELAXED);
+    return (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((uint32_t)head << HAK_UNIT_SHIFT);
+}
+
+/* A block of our own that did not fit the fast path: a bad pointer, a
+ * double free at the top of the cache, or a full cache. */
+static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
+{
+    struct hak_tls *t = &hak_tls;
+    struct hak_tcache *tc = &t->c[cls];
+    const struct hak_class *k = &hak_classes[cls];
+    if (!cls)
+        hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
+    if (!hak_class_divides(k, x))
+        hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
+    if (p == tc->head)
+        hak_fatal_pointer("free", p, "double free");
+    *(void **)p = tc->head;
+    tc->head = p;
+    tc->count++;
+    tc->frees++;
+    struct hak_heap *h = t->heap;
+    hak_lock(&h->lock);
+    hak_heap_flush(h, cls, (unsigned)k->cap - k->batch);
+    hak_unlock(&h->lock);
+}
+
+/* A block in the arena that this thread does not own. */
+static HAK_NOINLINE void free_remote(void *p, uintptr_t off)
+{
+    uint32_t idx = (uint32_t)(off >> HAK_SS_SHIFT);
+    struct hak_ss_hot *hot = &hak_arena.hot[idx];
+    struct hak_heap *owner = atomic_load(&hot->owner);
+    if (!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED)
+        hak_fatal_pointer("free", p, "not an allocated block (its SuperSlab is not in use)");
+    unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
+    unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
+    if (!cls)
+        hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
+    if (!hak_class_divides(&hak_classes[cls], slab_offset(off, hot, u)))
+        hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
+    struct hak_slab *s = &hak_cold(idx)->slab[__atomic_load_n(&hot->head[u], __ATOMIC_RELAXED)];
+    void *top = atomic_load_explicit(&s->remote, HAK_RELAXED);
+    do
+        *(void **)p = top;
+    while (!atomic_compare_exchange_weak_explicit(&s->remote, &top, p, memory_order_seq_cst,
+                                                  HAK_RELAXED));
+    if (!top)
+        hak_slab_notify_owner(hot, s);
+    if (hak_opt.stats)
+        atomic_fetch_add_explicit(&remote_frees[cls], 1, HAK_RELAXED);
+}
+
+HAK_API void hak_free(void *p)
+{
+    uintptr_t off = (uintptr_t)p - hak_arena.base;
+    if (unlikely(off >= hak_arena.size)) {
+        hak_free_generic(p);
+        return;
+    }
+    struct hak_ss_hot *hot = &hak_arena.hot[off >> HAK_SS_SHIFT];
+    struct hak_tls *t = &hak_tls;
+    if (unlikely(atomic_load_explicit(&hot->owner, HAK_RELAXED) != t->heap)) {
+        free_remote(p, off);
+        return;
+    }
+    unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
+    unsigned cls = hot->cls[u];
+    uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((uint32_t)hot->head[u] << HAK_UNIT_SHIFT);
+    const struct hak_class *k = &hak_classes[cls];
+    struct hak_tcache *tc = &t->c[cls];
+    if (unlikely(!hak_class_divides(k, x) | (tc->count >= k->cap) | (p == tc->head))) {
+        free_local_slow(p, cls, x);
+        return;
+    }
+    *(void **)p = tc->head;
+    tc->head = p;
+    tc->count++;
+    tc->frees++;
+}
+
+/* Outside the arena: NULL, a large block, or not ours. */
+HAK_NOINLINE void hak_free_generic(void *p)
+{
+    if (!p)
+        return;
+    if (hak_large_free(p))
+        return;
+    hak_fatal_pointer("free", p, "not allocated by hakmem");
+}
+
+HAK_API void hak_free_sized(void *p, size_t size)
+{
+    (void)size;
+    hak_free(p);
+}
+
+HAK_API void hak_free_aligned_sized(void *p, size_t alignment, size_t size)
+{
+    (void)alignment;
+    (void)size;
+    hak_free(p);
+}
+
+HAK_API size_t hak_usable_size(const void *p)
+{
+    if (!p)
+        return 0;
+    uintptr_t off = (uintptr_t)p - hak_arena.base;
+    if (off >= hak_arena.size) {
+        size_t n = hak_large_usable(p);
+        if (!n)
+            hak_fatal_pointer("malloc_usable_size", p, "not allocated by hakmem");
+        return n;
+    }
+    struct hak_ss_hot *hot = &hak_arena.hot[off >> HAK_SS_SHIFT];
+    struct hak_heap *owner = atomic_load(&hot->owner);
+    unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
+    unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
+    if ((!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED) || !cls)
+        hak_fatal_pointer("malloc_usable_size", p, "not an allocated block");
+    if (!hak_class_divides(&hak_classes[cls], slab_offset(off, hot, u)))
+        hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
+    return hak_classes[cls].size;
+}

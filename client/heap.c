@@ -1,0 +1,361 @@
+/* Per-thread heaps: the slow-path state behind each thread's TLS front.
+ *
+ * A thread gets a heap on its first slow path and gives it back at exit,
+ * after flushing its caches and abandoning its SuperSlabs. Heaps are carved
+ * from permanent memory and recycled, never unmapped: remote freers may hold
+ * a stale heap pointer (see hak_slab_notify_owner).
+ *
+ * Every heap operation runs under the heap's own lock. Only its thread takes
+ * it, so it is uncontended; it exists so that fork's prepare handler can
+ * stop every heap at a consistent point. */
+#include <pthread.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+__thread struct hak_tls hak_tls __attribute__((tls_model("initial-exec")));
+
+#define HEAP_CHUNK (256 * 1024)
+
+static hak_lock_t pool_lock = HAK_LOCK_INIT;
+static struct hak_heap *all_heaps;  /* pool_lock; heaps are never removed */
+static struct hak_heap *free_heaps; /* pool_lock */
+static char *chunk_next, *chunk_end; /* pool_lock: permanent heap memory */
+static pthread_key_t exit_key;
+static _Atomic bool exit_key_ready;
+
+/* Threads past their exit destructor that still allocate share this heap. */
+static struct hak_tls orphan_tls;
+static struct hak_heap orphan_heap;
+
+struct hak_heap *hak_heap_first(void)
+{
+    return __atomic_load_n(&all_heaps, __ATOMIC_ACQUIRE);
+}
+
+static void heap_reset(struct hak_heap *h)
+{
+    for (unsigned c = 0; c < HAK_NCLASS; c++)
+        h->partial[c] = h->full[c] = NULL;
+    h->ss_avail = h->ss_full = h->ss_pending = HAK_NO_SS;
+    h->nss = h->nempty = 0;
+    atomic_store(&h->notify_head, NULL);
+    atomic_store(&h->inflight, 0);
+}
+
+/* pool_lock held */
+static void heap_publish(struct hak_heap *h)
+{
+    h->all_next = all_heaps;
+    __atomic_store_n(&all_heaps, h, __ATOMIC_RELEASE);
+}
+
+static struct hak_heap *heap_alloc(void)
+{
+    hak_lock(&pool_lock);
+    if (!orphan_heap.is_orphan) {
+        heap_reset(&orphan_heap);
+        orphan_heap.is_orphan = 1;
+        orphan_heap.in_use = 1;
+        orphan_heap.tls = &orphan_tls;
+        heap_publish(&orphan_heap);
+    }
+    struct hak_heap *h = free_heaps;
+    if (h) {
+        free_heaps = h->free_next;
+    } else {
+        size_t sz = (sizeof(struct hak_heap) + 63) & ~(size_t)63;
+        if ((size_t)(chunk_end - chunk_next) < sz) {
+            chunk_next = hak_os_map(HEAP_CHUNK);
+            chunk_end = chunk_next ? chunk_next + HEAP_CHUNK : NULL;
+        }
+        if (chunk_next) {
+            h = (struct hak_heap *)chunk_next;
+            chunk_next += sz;
+            heap_reset(h);
+            heap_publish(h);
+        }
+    }
+    if (h)
+        h->in_use = 1;
+    hak_unlock(&pool_lock);
+    return h;
+}
+
+static void heap_free(struct hak_heap *h)
+{
+    hak_lock(&pool_lock);
+    h->in_use = 0;
+    h->tls = NULL;
+    h->free_next = free_heaps;
+    free_heaps = h;
+    hak_unlock(&pool_lock);
+}
+
+static void thread_exit_cb(void *arg)
+{
+    struct hak_heap *h = arg;
+    if (h && hak_tls.heap == h)
+        hak_heap_thread_exit(h);
+}
+
+void hak_heap_key_init(void)
+{
+    if (pthread_key_create(&exit_key, thread_exit_cb) == 0)
+        atomic_store(&exit_key_ready, true);
+}
+
+/* Register the exit destructor. pthread_setspecific may allocate; by now
+ * the TLS front has its heap, so that allocation is served normally. */
+static void heap_register_exit(struct hak_tls *t)
+{
+    if (!t->keyed && atomic_load_explicit(&exit_key_ready, memory_order_acquire)) {
+        t->keyed = 1;
+        pthread_setspecific(exit_key, t->heap);
+    }
+}
+
+struct hak_heap *hak_heap_thread_start(void)
+{
+    struct hak_tls *t = &hak_tls;
+    if (t->heap) {
+        heap_register_exit(t);
+        return t->heap;
+    }
+    if (t->state == HAK_THREAD_DEAD)
+        return NULL;
+    struct hak_heap *h = heap_alloc();
+    if (!h)
+        return NULL;
+    h->tls = t;
+    t->heap = h;
+    t->state = HAK_THREAD_ACTIVE;
+    heap_register_exit(t);
+    return h;
+}
+
+/* Collect remote frees of the slabs other threads told us about. A slab
+ * whose SuperSlab is no longer ours only has its flag cleared, and is passed
+ * on to its current owner if blocks are waiting. */
+void hak_heap_drain_notify(struct hak_heap *h)
+{
+    struct hak_slab *s = atomic_exchange_explicit(&h->notify_head, NULL, memory_order_acquire);
+    while (s) {
+        struct hak_slab *next = s->notify_next;
+        struct hak_ss_hot *hot = hak_hot(s->ss);
+        atomic_store(&s->notify, 0);
+        if (atomic_load(&hot->owner) == h) {
+            if (s->cls && hot->head[s->unit] == s->unit)
+                hak_slab_collect(h, s);
+        } else if (atomic_load(&s->remote)) {
+            hak_slab_notify_owner(hot, s);
+        }
+        s = next;
+    }
+}
+
+/* Fill the (empty) cache of cls with one batch. Heap locked. */
+unsigned hak_heap_refill(struct hak_heap *h, unsigned cls)
+{
+    struct hak_tcache *tc = &h->tls->c[cls];
+    const struct hak_class *k = &hak_classes[cls];
+    HAK_ASSERT(tc->head == NULL && tc->count == 0);
+    if (atomic_load_explicit(&h->notify_head, HAK_RELAXED))
+        hak_heap_drain_notify(h);
+    for (;;) {
+        struct hak_slab *s = h->partial[cls];
+        if (!s) {
+            if (!hak_ss_new_slab(h, cls))
+                break;
+            continue;
+        }
+        void *first;
+        unsigned n = hak_slab_take(s, k->batch, &first);
+        if (!s->free && s->carved == k->capacity) {
+            hak_slab_list_remove(h, s);
+            hak_slab_list_push(h, s, HAK_LIST_FULL);
+        }
+        if (n) {
+            tc->head = first;
+            tc->count = n;
+            h->st[cls].refills++;
+            h->st[cls].refilled += n;
+            break;
+        }
+    }
+    if (h->ss_pending != HAK_NO_SS)
+        hak_ss_release_pending(h, true);
+    return tc->count;
+}
+
+/* Keep the keep newest blocks of the cache of cls, give the rest back to
+ * their slabs. Heap locked. */
+void hak_heap_flush(struct hak_heap *h, unsigned cls, unsigned keep)
+{
+    struct hak_tcache *tc = &h->tls->c[cls];
+    if (tc->count <= keep)
+        return;
+    void *rest = tc->head;
+    if (keep == 0) {
+        tc->head = NULL;
+    } else {
+        void *last = rest;
+        for (unsigned i = 1; i < keep; i++)
+            last = *(void **)last;
+        rest = *(void **)last;
+        *(void **)last = NULL;
+    }
+    h->st[cls].flushed += tc->count - keep;
+    tc->count = keep;
+    while (rest) {
+        void *next = *(void **)rest;
+        hak_slab_put_local(h, rest);
+        rest = next;
+    }
+    if (h->ss_pending != HAK_NO_SS)
+        hak_ss_release_pending(h, true);
+}
+
+static void fold_tls_stats(struct hak_heap *h, struct hak_tls *t)
+{
+    for (unsigned c = 0; c < HAK_NCLASS; c++) {
+        h->st[c].frees += t->c[c].frees;
+        t->c[c].frees = 0;
+    }
+}
+
+void hak_heap_thread_exit(struct hak_heap *h)
+{
+    struct hak_tls *t = h->tls;
+    hak_lock(&h->lock);
+    for (unsigned c = 1; c < HAK_NCLASS; c++)
+        hak_heap_flush(h, c, 0);
+    fold_tls_stats(h, t);
+    hak_heap_drain_notify(h);
+    hak_ss_abandon_all(h);
+    hak_unlock(&h->lock);
+    t->heap = NULL;
+    t->state = HAK_THREAD_DEAD;
+    heap_free(h);
+}
+
+/* Allocation by a thread whose heap is gone (a later TLS destructor). */
+void *hak_heap_orphan_alloc(unsigned cls)
+{
+    struct hak_heap *h = &orphan_heap;
+    if (!h->is_orphan) {
+        struct hak_heap *first = heap_alloc(); /* sets up the orphan heap too */
+        if (first)
+            heap_free(first);
+    }
+    hak_lock(&h->lock);
+    struct hak_tcache *tc = &orphan_tls.c[cls];
+    void *b = NULL;
+    if (tc->head || hak_heap_refill(h, cls)) {
+        b = tc->head;
+        tc->head = *(void **)b;
+        tc->count--;
+    }
+    hak_unlock(&h->lock);
+    if (!b)
+        errno = ENOMEM;
+    return b;
+}
+
+/* ---- fork ----
+ * prepare takes every heap lock, so no heap is inside a slow path. The child
+ * has only the forking thread: every other thread's heap reclaims the blocks
+ * in that thread's TLS front (whose memory the child still has), then
+ * abandons its SuperSlabs for the child to adopt. */
+
+void hak_heap_fork_prepare(void)
+{
+    hak_lock(&pool_lock);
+    for (struct hak_heap *h = all_heaps; h; h = h->all_next)
+        hak_lock(&h->lock);
+}
+
+void hak_heap_fork_parent(void)
+{
+    for (struct hak_heap *h = all_heaps; h; h = h->all_next)
+        hak_unlock(&h->lock);
+    hak_unlock(&pool_lock);
+}
+
+/* Is p a block that h may take back into a slab of class cls? A thread
+ * stopped by fork mid-update can leave at most a block off its list; this
+ * check stops the walk at anything that does not look like one of ours. */
+static bool child_block_ok(struct hak_heap *h, void *p, unsigned cls)
+{
+    if (!p || !hak_in_arena(p) || ((uintptr_t)p & 15))
+        return false;
+    uint32_t idx = hak_ss_of(p);
+    struct hak_ss_hot *hot = hak_hot(idx);
+    unsigned u = ((uintptr_t)p >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
+    if (idx >= hak_arena.cursor || atomic_load(&hot->owner) != h || hot->cls[u] != cls)
+        return false;
+    uint32_t x = (uint32_t)((uintptr_t)p & (HAK_SS_SIZE - 1)) - ((uint32_t)hot->head[u] << HAK_UNIT_SHIFT);
+    return hak_class_divides(&hak_classes[cls], x) && hak_slab_of(p)->used > 0;
+}
+
+static void child_reclaim_tls(struct hak_heap *h)
+{
+    struct hak_tls *t = h->tls;
+    if (!t)
+        return;
+    for (unsigned c = 1; c < HAK_NCLASS; c++) {
+        void *p = t->c[c].head;
+        unsigned limit = 2u * hak_classes[c].cap + 2;
+        t->c[c].head = NULL;
+        t->c[c].count = 0;
+        while (limit-- && child_block_ok(h, p, c)) {
+            void *next = *(void **)p;
+            hak_slab_put_local(h, p);
+            p = next;
+        }
+    }
+    fold_tls_stats(h, t);
+}
+
+/* A thread stopped mid-notify can leave a slab flagged but on no stack:
+ * clear every flag of the SuperSlabs h keeps and collect what waits. */
+static void child_resync_notify(struct hak_heap *h)
+{
+    hak_heap_drain_notify(h);
+    for (int list = 0; list < 2; list++) {
+        for (uint32_t idx = list ? h->ss_full : h->ss_avail; idx != HAK_NO_SS; idx = hak_cold(idx)->next) {
+            struct hak_ss_hot *hot = hak_hot(idx);
+            for (unsigned u = 0; u < HAK_UNITS; u++) {
+                struct hak_slab *s = &hak_cold(idx)->slab[u];
+                atomic_store(&s->notify, 0);
+                if (hot->cls[u] && hot->head[u] == u && atomic_load(&s->remote))
+                    hak_slab_collect(h, s);
+            }
+        }
+    }
+}
+
+void hak_heap_fork_child(void)
+{
+    struct hak_heap *me = hak_tls.heap;
+    for (struct hak_heap *h = all_heaps; h; h = h->all_next) {
+        atomic_store(&h->inflight, 0);
+        if (h->in_use && h != me && !h->is_orphan) {
+            child_reclaim_tls(h);
+            hak_heap_drain_notify(h);
+            hak_ss_abandon_all(h);
+            h->in_use = 0;
+            h->tls = NULL;
+            h->free_next = free_heaps;
+            free_heaps = h;
+        }
+    }
+    for (struct hak_heap *h = all_heaps; h; h = h->all_next) {
+        if (h->in_use && h->nss)
+            child_resync_notify(h);
+        if (h->ss_pending != HAK_NO_SS)
+            hak_ss_release_pending(h, true);
+        hak_lock_reset(&h->lock);
+    }
+    hak_lock_reset(&pool_lock);
+}

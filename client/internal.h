@@ -1,0 +1,216 @@
+/* The map of the client: shared inline helpers, then the prototypes of
+ * each file under a comment naming it. Everything here is hidden from the
+ * library's exported symbol table. */
+#ifndef HAK_INTERNAL_H
+#define HAK_INTERNAL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "types.h"
+
+#define HAK_HIDDEN __attribute__((visibility("hidden")))
+#define HAK_NOINLINE __attribute__((noinline))
+#define HAK_COLD __attribute__((cold, noinline))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+#ifdef HAK_DEBUG
+void hak_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
+#define HAK_ASSERT(e) ((e) ? (void)0 : hak_assert_fail(#e, __FILE__, __LINE__))
+#else
+#define HAK_ASSERT(e) ((void)0)
+#endif
+
+#define HAK_RELAXED memory_order_relaxed
+
+/* ---- arena.c: the reserved address range and its side tables ---- */
+struct hak_arena {
+    /* Read by every free; written once at start-up. */
+    uintptr_t base;            /* first SuperSlab, 1 MiB aligned */
+    size_t size;               /* bytes reserved; 0 before start-up */
+    struct hak_ss_hot *hot;    /* hot side table, one line per SuperSlab */
+    struct hak_ss *cold;       /* cold side table */
+    uint32_t nss_max;          /* SuperSlabs the range holds */
+    char pad_[64 - 36];
+    /* Slow paths only, under lock. */
+    hak_lock_t lock;
+    uint32_t cursor;           /* SuperSlabs [0, cursor) handed to providers */
+    uint32_t meta_committed;   /* side-table entries made accessible */
+};
+extern struct hak_arena hak_arena HAK_HIDDEN;
+
+int hak_arena_init(size_t reserve_bytes) HAK_HIDDEN;
+uint32_t hak_arena_extend(uint32_t n) HAK_HIDDEN;
+
+static inline void *hak_ss_addr(uint32_t idx)
+{
+    return (void *)(hak_arena.base + ((uintptr_t)idx << HAK_SS_SHIFT));
+}
+static inline struct hak_ss_hot *hak_hot(uint32_t idx) { return &hak_arena.hot[idx]; }
+static inline struct hak_ss *hak_cold(uint32_t idx) { return &hak_arena.cold[idx]; }
+static inline bool hak_in_arena(const void *p)
+{
+    return (uintptr_t)p - hak_arena.base < hak_arena.size;
+}
+static inline uint32_t hak_ss_of(const void *p)
+{
+    return (uint32_t)(((uintptr_t)p - hak_arena.base) >> HAK_SS_SHIFT);
+}
+static inline void *hak_slab_base(const struct hak_slab *s)
+{
+    return (char *)hak_ss_addr(s->ss) + ((size_t)s->unit << HAK_UNIT_SHIFT);
+}
+
+/* ---- sizeclass.c: the size-class table ---- */
+extern struct hak_class hak_classes[HAK_NCLASS] HAK_HIDDEN;
+extern uint8_t hak_class_of16[HAK_SMALL_MAX / 16 + 1] HAK_HIDDEN;
+void hak_classes_init(void) HAK_HIDDEN;
+unsigned hak_size_class(size_t size) HAK_HIDDEN; /* 1..52 for size <= HAK_MID_MAX */
+
+static inline uint32_t hak_rotr32(uint32_t v, unsigned s)
+{
+    return (v >> s) | (v << ((32 - s) & 31));
+}
+/* Is x a multiple of class c's block size? */
+static inline bool hak_class_divides(const struct hak_class *k, uint32_t x)
+{
+    return hak_rotr32(x * k->inv, k->shift) <= k->limit;
+}
+
+/* ---- os.c: every system call that maps or releases memory ---- */
+enum hak_os_call { HAK_OS_MMAP, HAK_OS_MUNMAP, HAK_OS_MPROTECT, HAK_OS_MADVISE, HAK_OS_NCALLS };
+void *hak_os_reserve(size_t size, size_t align) HAK_HIDDEN;  /* PROT_NONE */
+int hak_os_commit(void *p, size_t size) HAK_HIDDEN;          /* make read-write */
+int hak_os_decommit(void *p, size_t size) HAK_HIDDEN;        /* drop pages, keep range */
+void *hak_os_map(size_t size) HAK_HIDDEN;                    /* fresh read-write pages */
+void *hak_os_map_noreserve(size_t size) HAK_HIDDEN;          /* same, no commit charge */
+int hak_os_unmap(void *p, size_t size) HAK_HIDDEN;
+uint64_t hak_os_calls(enum hak_os_call call) HAK_HIDDEN;
+uint64_t hak_now_ns(void) HAK_HIDDEN;
+size_t hak_os_page_size(void) HAK_HIDDEN;
+
+/* ---- provider.c: where SuperSlabs come from (embedded or pagerd) ---- */
+struct hak_provider {
+    const char *name;
+    /* Hand out up to want SuperSlabs (owner set to HAK_OWNER_FREE); returns
+     * how many. Never blocks on another process. */
+    unsigned (*acquire)(uint32_t *out, unsigned want);
+    /* Take back an empty SuperSlab (no live slab, owner HAK_OWNER_FREE). */
+    void (*release)(uint32_t idx);
+    /* Return idle memory to the OS: that past the decay, or all if force.
+     * Returns the bytes released. */
+    size_t (*trim)(bool force);
+};
+struct hak_provision_stats {
+    uint64_t acquired[2];  /* SuperSlabs handed out, per HAK_PROV_* */
+    uint64_t released[2];  /* SuperSlabs taken back, per HAK_PROV_* */
+    uint64_t fallbacks;    /* acquisitions the daemon could not serve */
+};
+unsigned hak_provision_acquire(uint32_t *out, unsigned want) HAK_HIDDEN;
+void hak_provision_release(uint32_t idx) HAK_HIDDEN;
+size_t hak_provision_trim(bool force) HAK_HIDDEN;
+void hak_provision_stats(struct hak_provision_stats *out) HAK_HIDDEN;
+void hak_provision_fork_prepare(void) HAK_HIDDEN;
+void hak_provision_fork_parent(void) HAK_HIDDEN;
+void hak_provision_fork_child(void) HAK_HIDDEN;
+
+/* ---- provider_embedded.c: SuperSlabs carved from the arena in-process ---- */
+extern const struct hak_provider hak_embedded_provider HAK_HIDDEN;
+struct hak_embedded_stats {
+    uint32_t clean;     /* SuperSlabs held with no resident pages */
+    uint32_t dirty;     /* SuperSlabs held with resident pages, waiting for decay */
+    uint64_t extends;   /* arena extensions (batches of fresh SuperSlabs) */
+    uint64_t purged;    /* SuperSlabs returned to the OS */
+};
+void hak_embedded_stats(struct hak_embedded_stats *out) HAK_HIDDEN;
+hak_lock_t *hak_embedded_lock(void) HAK_HIDDEN;
+
+/* ---- slab.c: one slab: carving, local and remote free lists ---- */
+void hak_slab_init(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls) HAK_HIDDEN;
+unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first) HAK_HIDDEN;
+void hak_slab_put_local(struct hak_heap *h, void *p) HAK_HIDDEN;
+void hak_slab_collect(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
+void hak_slab_release(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
+void hak_slab_list_push(struct hak_heap *h, struct hak_slab *s, unsigned list) HAK_HIDDEN;
+void hak_slab_list_remove(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
+void hak_slab_notify_owner(struct hak_ss_hot *hot, struct hak_slab *s) HAK_HIDDEN;
+static inline struct hak_slab *hak_slab_of(const void *p)
+{
+    uint32_t idx = hak_ss_of(p);
+    unsigned u = ((uintptr_t)p >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
+    return &hak_cold(idx)->slab[hak_hot(idx)->head[u]];
+}
+
+/* ---- superslab.c: SuperSlabs owned by a heap, abandoned, adopted ---- */
+bool hak_ss_new_slab(struct hak_heap *h, unsigned cls) HAK_HIDDEN;
+void hak_ss_unit_freed(struct hak_heap *h, uint32_t idx) HAK_HIDDEN;
+void hak_ss_release_pending(struct hak_heap *h, bool keep) HAK_HIDDEN;
+void hak_ss_release_empty(struct hak_heap *h) HAK_HIDDEN;
+void hak_ss_abandon_all(struct hak_heap *h) HAK_HIDDEN;
+bool hak_ss_adopt_one(struct hak_heap *h) HAK_HIDDEN;
+uint32_t hak_ss_abandoned_count(void) HAK_HIDDEN;
+
+/* ---- heap.c: per-thread heaps: start, refill, flush, notify, exit ---- */
+extern __thread struct hak_tls hak_tls __attribute__((tls_model("initial-exec"))) HAK_HIDDEN;
+struct hak_heap *hak_heap_thread_start(void) HAK_HIDDEN;
+unsigned hak_heap_refill(struct hak_heap *h, unsigned cls) HAK_HIDDEN;
+void hak_heap_flush(struct hak_heap *h, unsigned cls, unsigned keep) HAK_HIDDEN;
+void hak_heap_drain_notify(struct hak_heap *h) HAK_HIDDEN;
+void *hak_heap_orphan_alloc(unsigned cls) HAK_HIDDEN;
+void hak_heap_thread_exit(struct hak_heap *h) HAK_HIDDEN;
+void hak_heap_fork_prepare(void) HAK_HIDDEN;
+void hak_heap_fork_parent(void) HAK_HIDDEN;
+void hak_heap_fork_child(void) HAK_HIDDEN;
+void hak_heap_key_init(void) HAK_HIDDEN;
+struct hak_heap *hak_heap_first(void) HAK_HIDDEN; /* walk: ->all_next */
+
+/* ---- alloc.c / free.c: the entry points' slow paths ---- */
+void *hak_malloc_slow(size_t size) HAK_HIDDEN;
+void hak_free_generic(void *p) HAK_HIDDEN;
+
+/* ---- large.c: blocks above HAK_MID_MAX, mapped directly ---- */
+void *hak_large_alloc(size_t size, size_t align, bool zero) HAK_HIDDEN;
+bool hak_large_free(void *p) HAK_HIDDEN;          /* false: not a large block */
+size_t hak_large_usable(const void *p) HAK_HIDDEN; /* 0: not a large block */
+size_t hak_large_trim(void) HAK_HIDDEN;
+void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blocks) HAK_HIDDEN;
+void hak_large_fork_prepare(void) HAK_HIDDEN;
+void hak_large_fork_parent(void) HAK_HIDDEN;
+void hak_large_fork_child(void) HAK_HIDDEN;
+
+/* ---- report.c: fatal diagnostics (never on a hot path) ---- */
+void hak_fatal_pointer(const char *api, const void *p, const char *why) __attribute__((noreturn, cold)) HAK_HIDDEN;
+void hak_fatal(const char *msg) __attribute__((noreturn, cold)) HAK_HIDDEN;
+void hak_warn(const char *msg) HAK_HIDDEN;
+void hak_write_str(int fd, const char *s) HAK_HIDDEN;
+char *hak_fmt_u64(char *buf, uint64_t v) HAK_HIDDEN;  /* returns end */
+char *hak_fmt_hex(char *buf, uintptr_t v) HAK_HIDDEN;
+
+/* ---- stats.c: counters summed over heaps ---- */
+struct hak_class_totals {
+    uint64_t allocs, frees, refills;
+};
+void hak_stats_collect(struct hak_class_totals *out) HAK_HIDDEN;
+
+/* ---- options.c: the HAKMEM_* environment options, one table ---- */
+struct hak_options {
+    uint64_t arena_gib;      /* HAKMEM_ARENA_GB, 0 = automatic */
+    uint64_t decay_ms;       /* HAKMEM_DECAY_MS */
+    uint64_t stats;          /* HAKMEM_STATS */
+    uint64_t large_cache_mb; /* HAKMEM_LARGE_CACHE_MB */
+};
+extern struct hak_options hak_opt HAK_HIDDEN;
+void hak_options_init(void) HAK_HIDDEN;
+
+/* ---- init.c: process start-up and fork ---- */
+extern _Atomic int hak_init_state HAK_HIDDEN;  /* 0 none, 1 running, 2 done */
+bool hak_init_slow(void) HAK_HIDDEN;
+static inline bool hak_ready(void)
+{
+    return atomic_load_explicit(&hak_init_state, memory_order_acquire) == 2;
+}
+
+#endif /* HAK_INTERNAL_H */

@@ -1,0 +1,255 @@
+/* Large blocks (above HAK_MID_MAX): each one its own mapping, outside the
+ * arena. A registry (open-addressing hash of block addresses) tells free()
+ * whether a pointer outside the arena is one of ours, without reading memory
+ * in front of it. A small cache of freed mappings lets a loop of large
+ * malloc/free reuse them instead of calling mmap and munmap every time;
+ * cached mappings are returned to the OS after HAKMEM_DECAY_MS, or at once
+ * by malloc_trim. Large blocks are rare, so a lock is fine here. */
+#include <string.h>
+
+#include "internal.h"
+
+struct large_entry {
+    uintptr_t ptr;   /* block = start of its mapping; 0 empty, 1 deleted */
+    size_t len;      /* length of the mapping */
+};
+
+struct cached_map {
+    uintptr_t base;
+    size_t len;
+    uint64_t since_ns;
+};
+
+#define CACHE_SLOTS 16
+#define CACHE_FIT_SLACK 4 /* reuse a mapping at most 1/4 larger than needed */
+
+static struct {
+    hak_lock_t lock;
+    struct large_entry *tab;
+    size_t cap, used, tomb;   /* slots, live entries, deleted markers */
+    struct cached_map cache[CACHE_SLOTS];
+    size_t cached_bytes;
+    uint64_t live_bytes;
+} lg = {HAK_LOCK_INIT, NULL, 0, 0, 0, {{0, 0, 0}}, 0, 0};
+
+static size_t hash_slot(uintptr_t p, size_t cap)
+{
+    uint64_t h = (uint64_t)p * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 20) & (cap - 1);
+}
+
+static struct large_entry *lookup(uintptr_t p)
+{
+    if (!lg.cap)
+        return NULL;
+    for (size_t i = hash_slot(p, lg.cap), n = 0; n < lg.cap; i = (i + 1) & (lg.cap - 1), n++) {
+        if (lg.tab[i].ptr == p)
+            return &lg.tab[i];
+        if (lg.tab[i].ptr == 0)
+            return NULL;
+    }
+    return NULL;
+}
+
+static bool grow_table(void)
+{
+    size_t cap = lg.cap ? lg.cap * 2 : 256;
+    struct large_entry *tab = hak_os_map(cap * sizeof *tab);
+    if (!tab)
+        return false;
+    for (size_t i = 0; i < lg.cap; i++) {
+        uintptr_t p = lg.tab[i].ptr;
+        if (p > 1) {
+            size_t j = hash_slot(p, cap);
+            while (tab[j].ptr)
+                j = (j + 1) & (cap - 1);
+            tab[j] = lg.tab[i];
+        }
+    }
+    if (lg.tab)
+        hak_os_unmap(lg.tab, lg.cap * sizeof *tab);
+    lg.tab = tab;
+    lg.cap = cap;
+    lg.tomb = 0;
+    return true;
+}
+
+static bool insert(uintptr_t p, size_t len)
+{
+    if ((lg.used + lg.tomb + 1) * 4 > lg.cap * 3 && !grow_table())
+        return false;
+    size_t i = hash_slot(p, lg.cap);
+    while (lg.tab[i].ptr > 1)
+        i = (i + 1) & (lg.cap - 1);
+    if (lg.tab[i].ptr == 1)
+        lg.tomb--;
+    lg.tab[i] = (struct large_entry){p, len};
+    lg.used++;
+    return true;
+}
+
+/* Return cached mappings idle past the decay (all if force). lg.lock held. */
+static size_t cache_purge(bool force)
+{
+    uint64_t now = hak_now_ns(), decay = hak_opt.decay_ms * 1000000u;
+    size_t bytes = 0;
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        struct cached_map *m = &lg.cache[i];
+        if (m->base && (force || now - m->since_ns >= decay)) {
+            hak_os_unmap((void *)m->base, m->len);
+            bytes += m->len;
+            lg.cached_bytes -= m->len;
+            m->base = 0;
+        }
+    }
+    return bytes;
+}
+
+/* The smallest cached mapping that fits len without wasting more than a
+ * quarter; {0, 0} if none. lg.lock held. */
+static struct cached_map cache_take(size_t len)
+{
+    int best = -1;
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        struct cached_map *m = &lg.cache[i];
+        if (m->base && m->len >= len && m->len - len <= len / CACHE_FIT_SLACK &&
+            (best < 0 || m->len < lg.cache[best].len))
+            best = i;
+    }
+    struct cached_map got = {0, 0, 0};
+    if (best >= 0) {
+        got = lg.cache[best];
+        lg.cached_bytes -= got.len;
+        lg.cache[best].base = 0;
+    }
+    return got;
+}
+
+static size_t cache_limit(void)
+{
+    return (size_t)hak_opt.large_cache_mb << 20;
+}
+
+/* Keep a freed mapping for reuse if it fits the cache; else unmap it.
+ * lg.lock held. */
+static void cache_put(uintptr_t base, size_t len)
+{
+    if (len <= cache_limit()) {
+        int slot = -1;
+        for (int i = 0; i < CACHE_SLOTS && slot < 0; i++)
+            if (!lg.cache[i].base)
+                slot = i;
+        if (slot >= 0 && lg.cached_bytes + len <= cache_limit()) {
+            lg.cache[slot] = (struct cached_map){base, len, hak_now_ns()};
+            lg.cached_bytes += len;
+            return;
+        }
+    }
+    hak_os_unmap((void *)base, len);
+}
+
+/* A fresh mapping of len bytes aligned to align (>= page). */
+static uintptr_t map_aligned(size_t len, size_t align)
+{
+    size_t page = hak_os_page_size();
+    size_t maplen = len + (align > page ? align : 0);
+    char *p = hak_os_map(maplen);
+    if (!p)
+        return 0;
+    uintptr_t start = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+    size_t head = start - (uintptr_t)p, tail = maplen - head - len;
+    if (head)
+        hak_os_unmap(p, head);
+    if (tail)
+        hak_os_unmap((void *)(start + len), tail);
+    return start;
+}
+
+void *hak_large_alloc(size_t size, size_t align, bool zero)
+{
+    size_t page = hak_os_page_size();
+    if (align < page)
+        align = page;
+    if (size > SIZE_MAX / 2 - align) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t len = (size + page - 1) & ~(page - 1);
+    struct cached_map m = {0, 0, 0};
+    hak_lock(&lg.lock);
+    cache_purge(false);
+    if (align == page)
+        m = cache_take(len);
+    hak_unlock(&lg.lock);
+    bool fresh = !m.base;
+    if (fresh) {
+        m.base = map_aligned(len, align);
+        m.len = len;
+        if (!m.base) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    hak_lock(&lg.lock);
+    bool ok = insert(m.base, m.len);
+    if (ok)
+        lg.live_bytes += m.len;
+    hak_unlock(&lg.lock);
+    if (!ok) {
+        hak_os_unmap((void *)m.base, m.len);
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (zero && !fresh)
+        memset((void *)m.base, 0, size);
+    return (void *)m.base;
+}
+
+bool hak_large_free(void *p)
+{
+    hak_lock(&lg.lock);
+    struct large_entry *e = lookup((uintptr_t)p);
+    if (!e) {
+        hak_unlock(&lg.lock);
+        return false;
+    }
+    size_t len = e->len;
+    e->ptr = 1;
+    lg.used--;
+    lg.tomb++;
+    lg.live_bytes -= len;
+    cache_put((uintptr_t)p, len);
+    cache_purge(false);
+    hak_unlock(&lg.lock);
+    return true;
+}
+
+size_t hak_large_usable(const void *p)
+{
+    hak_lock(&lg.lock);
+    struct large_entry *e = lookup((uintptr_t)p);
+    size_t len = e ? e->len : 0;
+    hak_unlock(&lg.lock);
+    return len;
+}
+
+size_t hak_large_trim(void)
+{
+    hak_lock(&lg.lock);
+    size_t bytes = cache_purge(true);
+    hak_unlock(&lg.lock);
+    return bytes;
+}
+
+void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blocks)
+{
+    hak_lock(&lg.lock);
+    *live_bytes = lg.live_bytes;
+    *cached_bytes = lg.cached_bytes;
+    *blocks = lg.used;
+    hak_unlock(&lg.lock);
+}
+
+void hak_large_fork_prepare(void) { hak_lock(&lg.lock); }
+void hak_large_fork_parent(void) { hak_unlock(&lg.lock); }
+void hak_large_fork_child(void) { hak_lock_reset(&lg.lock); }

@@ -1,0 +1,36 @@
+/* realloc and reallocarray. A block is resized in place when the new size
+ * still fits its class (or mapping) without wasting more than half of it;
+ * otherwise it moves. A failed resize leaves the old block intact. */
+#include <string.h>
+
+#include "internal.h"
+#include "hakmem.h"
+
+HAK_API void *hak_realloc(void *p, size_t size)
+{
+    if (!p)
+        return hak_malloc(size);
+    if (size == 0) { /* glibc's behaviour: free and return NULL */
+        hak_free(p);
+        return NULL;
+    }
+    size_t have = hak_usable_size(p); /* also rejects a pointer not ours */
+    if (size <= have && size > have / 2)
+        return p;
+    void *q = hak_malloc(size);
+    if (!q)
+        return NULL;
+    memcpy(q, p, size < have ? size : have);
+    hak_free(p);
+    return q;
+}
+
+HAK_API void *hak_reallocarray(void *p, size_t count, size_t size)
+{
+    size_t bytes;
+    if (__builtin_mul_overflow(count, size, &bytes)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return hak_realloc(p, bytes);
+}

@@ -1,0 +1,87 @@
+/* The size classes, in one table.
+ *
+ *  class   sizes (bytes)                         step   slab (64 KiB units)
+ *   1-8    16 32 48 64 80 96 112 128              16     1
+ *   9-12   160 192 224 256                        32     1
+ *  13-16   320 384 448 512                        64     1
+ *  17-20   640 768 896 1024                      128     1
+ *  21-24   1280 1536 1792 2048                   256     1
+ *  25-28   2560 3072 3584 4096                   512     1
+ *  29-32   5120 6144 7168 8192                  1024     1
+ *  33-52   10 KiB ... 256 KiB, 4 per doubling            ceil(4*size/64K), max 16
+ *
+ * Every block is 16-byte aligned, so requests of 0-16 bytes share the 16 B
+ * class. Above 128 B, four classes per doubling bound internal waste by 25%
+ * (at the first byte past a class) and average it near 10%. */
+#include "internal.h"
+
+struct hak_class hak_classes[HAK_NCLASS];
+uint8_t hak_class_of16[HAK_SMALL_MAX / 16 + 1];
+
+static uint32_t class_size(unsigned c)
+{
+    if (c <= 8)
+        return 16u * c;
+    unsigned g = (c - 9) / 4, k = (c - 9) % 4 + 1; /* group above 128 << g */
+    uint32_t base = 128u << g;
+    return base + (base / 4) * k;
+}
+
+unsigned hak_size_class(size_t size)
+{
+    if (size <= 128)
+        return size <= 16 ? 1 : (unsigned)((size + 15) >> 4);
+    size_t s = size - 1;
+    unsigned top = 63 - (unsigned)__builtin_clzll(s);   /* 2^top <= s < 2^(top+1) */
+    unsigned quarter = (unsigned)(s >> (top - 2)) & 3;  /* which quarter of the doubling */
+    return 9 + (top - 7) * 4 + quarter;
+}
+
+/* Cache capacity: about 32 KiB of blocks per class for small sizes, fewer
+ * for mid sizes, where a refill is a handful of large blocks. */
+static uint16_t class_cap(uint32_t size)
+{
+    uint32_t cap = 32768 / size;
+    if (size <= HAK_SMALL_MAX) {
+        if (cap < 8)
+            cap = 8;
+        if (cap > 512)
+            cap = 512;
+    } else {
+        cap = 262144 / size;
+        if (cap < 2)
+            cap = 2;
+    }
+    return (uint16_t)cap;
+}
+
+static uint32_t inverse_mod32(uint32_t odd)
+{
+    uint32_t x = odd; /* Newton: each step doubles the correct low bits */
+    for (int i = 0; i < 5; i++)
+        x *= 2 - odd * x;
+    return x;
+}
+
+void hak_classes_init(void)
+{
+    for (unsigned c = 1; c < HAK_NCLASS; c++) {
+        struct hak_class *k = &hak_classes[c];
+        uint32_t size = class_size(c);
+        unsigned shift = (unsigned)__builtin_ctz(size);
+        unsigned span = size <= HAK_SMALL_MAX ? 1 : (unsigned)((4u * size + HAK_UNIT_SIZE - 1) >> HAK_UNIT_SHIFT);
+        if (span > HAK_UNITS)
+            span = HAK_UNITS;
+        k->size = size;
+        k->shift = (uint8_t)shift;
+        k->inv = inverse_mod32(size >> shift);
+        k->limit = UINT32_MAX / size;
+        k->span = (uint8_t)span;
+        k->cap = class_cap(size);
+        k->batch = (uint16_t)(k->cap > 1 ? k->cap / 2 : 1);
+        k->capacity = (uint16_t)(((size_t)span << HAK_UNIT_SHIFT) / size);
+    }
+    /* Class 0 stays all zero: cap 0 sends every free of it to the slow path. */
+    for (unsigned i = 0; i <= HAK_SMALL_MAX / 16; i++)
+        hak_class_of16[i] = (uint8_t)hak_size_class((size_t)i * 16);
+}

@@ -1,0 +1,185 @@
+/* One slab: a run of units serving one class, owned by one heap.
+ *
+ * Blocks leave a slab in batches (hak_slab_take: its free list first, then
+ * fresh blocks carved in address order) and come back one by one from the
+ * owner's cache flushes (hak_slab_put_local) or in bulk from other threads'
+ * frees (hak_slab_collect). used counts the blocks outside the slab; at 0 the
+ * slab's units go back to its SuperSlab. Everything here runs under the
+ * owning heap's lock, except hak_slab_notify_owner. */
+#include "internal.h"
+
+void hak_slab_list_push(struct hak_heap *h, struct hak_slab *s, unsigned list)
+{
+    struct hak_slab **head = list == HAK_LIST_PARTIAL ? &h->partial[s->cls] : &h->full[s->cls];
+    s->list = (uint8_t)list;
+    s->prev = NULL;
+    s->next = *head;
+    if (*head)
+        (*head)->prev = s;
+    *head = s;
+}
+
+void hak_slab_list_remove(struct hak_heap *h, struct hak_slab *s)
+{
+    if (s->list == HAK_LIST_NONE)
+        return;
+    struct hak_slab **head = s->list == HAK_LIST_PARTIAL ? &h->partial[s->cls] : &h->full[s->cls];
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+    s->list = HAK_LIST_NONE;
+}
+
+static void set_units(uint32_t idx, unsigned unit, unsigned span, unsigned cls)
+{
+    struct hak_ss_hot *hot = hak_hot(idx);
+    for (unsigned u = unit; u < unit + span; u++) {
+        __atomic_store_n(&hot->head[u], (uint8_t)(cls ? unit : u), __ATOMIC_RELAXED);
+        __atomic_store_n(&hot->cls[u], (uint8_t)cls, __ATOMIC_RELAXED);
+    }
+}
+
+static uint16_t span_mask(unsigned unit, unsigned span)
+{
+    return (uint16_t)(((1u << span) - 1) << unit);
+}
+
+void hak_slab_init(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls)
+{
+    struct hak_ss *ss = hak_cold(idx);
+    struct hak_slab *s = &ss->slab[unit];
+    unsigned span = hak_classes[cls].span;
+    HAK_ASSERT(atomic_load(&s->remote) == NULL);
+    s->free = NULL;
+    s->used = s->nfree = s->carved = 0;
+    s->cls = (uint8_t)cls;
+    s->list = HAK_LIST_NONE;
+    set_units(idx, unit, span, cls);
+    ss->free_units &= (uint16_t)~span_mask(unit, span);
+    hak_slab_list_push(h, s, HAK_LIST_PARTIAL);
+}
+
+/* Give the slab's units back to its SuperSlab. */
+void hak_slab_release(struct hak_heap *h, struct hak_slab *s)
+{
+    HAK_ASSERT(s->used == 0 && atomic_load(&s->remote) == NULL);
+    unsigned span = hak_classes[s->cls].span;
+    hak_slab_list_remove(h, s);
+    set_units(s->ss, s->unit, span, 0);
+    s->cls = 0;
+    s->free = NULL;
+    s->nfree = s->carved = 0;
+    hak_cold(s->ss)->free_units |= span_mask(s->unit, span);
+    hak_ss_unit_freed(h, s->ss);
+}
+
+/* Up to want blocks as a NULL-terminated list in *first: the local free
+ * list first (whole, when it fits, without walking it), then fresh blocks.
+ * Moves the slab to the full list when nothing is left. */
+unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first)
+{
+    const struct hak_class *k = &hak_classes[s->cls];
+    void *list = NULL;
+    unsigned n = 0;
+    if (s->free) {
+        list = s->free;
+        if (s->nfree <= want) {
+            n = s->nfree;
+            s->free = NULL;
+        } else {
+            void *last = list;
+            for (n = 1; n < want; n++)
+                last = *(void **)last;
+            s->free = *(void **)last;
+            *(void **)last = NULL;
+        }
+        s->nfree -= n;
+    }
+    if (n < want && s->carved < k->capacity) {
+        unsigned m = want - n;
+        if (m > k->capacity - s->carved)
+            m = k->capacity - s->carved;
+        char *b = (char *)hak_slab_base(s) + (size_t)s->carved * k->size;
+        for (unsigned i = 0; i + 1 < m; i++, b += k->size)
+            *(void **)b = b + k->size;
+        *(void **)b = list;
+        list = (char *)hak_slab_base(s) + (size_t)s->carved * k->size;
+        s->carved += m;
+        n += m;
+    }
+    s->used += n;
+    *first = list;
+    return n;
+}
+
+/* After blocks came back: release an empty slab (but keep the one a refill
+ * takes next, so a class at the edge of one slab does not thrash), or move
+ * a full slab back to the partial list. */
+static void slab_after_return(struct hak_heap *h, struct hak_slab *s)
+{
+    if (s->used == 0 && h->partial[s->cls] != s)
+        hak_slab_release(h, s);
+    else if (s->list == HAK_LIST_FULL) {
+        hak_slab_list_remove(h, s);
+        hak_slab_list_push(h, s, HAK_LIST_PARTIAL);
+    }
+}
+
+void hak_slab_put_local(struct hak_heap *h, void *p)
+{
+    struct hak_slab *s = hak_slab_of(p);
+    if (unlikely(s->used == 0))
+        hak_fatal_pointer("free", p, "double free (slab has no live blocks)");
+    *(void **)p = s->free;
+    s->free = p;
+    s->nfree++;
+    s->used--;
+    if (s->used == 0 || s->list == HAK_LIST_FULL)
+        slab_after_return(h, s);
+}
+
+/* Take every block other threads freed into this slab. */
+void hak_slab_collect(struct hak_heap *h, struct hak_slab *s)
+{
+    void *list = atomic_exchange_explicit(&s->remote, NULL, memory_order_acquire);
+    if (!list)
+        return;
+    void *tail = list;
+    unsigned n = 1;
+    while (*(void **)tail) {
+        tail = *(void **)tail;
+        n++;
+    }
+    if (unlikely(n > s->used))
+        hak_fatal_pointer("free", list, "double free (more blocks returned than handed out)");
+    *(void **)tail = s->free;
+    s->free = list;
+    s->nfree += n;
+    s->used -= n;
+    slab_after_return(h, s);
+}
+
+/* Tell the SuperSlab's owner that s has remote frees, unless it is told
+ * already. Runs on any thread; heaps are never unmapped, so a stale owner is
+ * safe to touch. inflight lets a retiring heap wait until no freer can still
+ * push onto its stack (see hak_heap_thread_exit). */
+void hak_slab_notify_owner(struct hak_ss_hot *hot, struct hak_slab *s)
+{
+    struct hak_heap *h = atomic_load(&hot->owner);
+    if (!HAK_OWNER_IS_HEAP(h))
+        return; /* abandoned: the adopter collects every slab */
+    atomic_fetch_add(&h->inflight, 1);
+    uint32_t zero = 0;
+    if (atomic_load(&hot->owner) == h && atomic_compare_exchange_strong(&s->notify, &zero, 1)) {
+        struct hak_slab *top = atomic_load_explicit(&h->notify_head, HAK_RELAXED);
+        do
+            s->notify_next = top;
+        while (!atomic_compare_exchange_weak_explicit(&h->notify_head, &top, s,
+                                                      memory_order_release, HAK_RELAXED));
+    }
+    atomic_fetch_sub(&h->inflight, 1);
+}

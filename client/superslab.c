@@ -1,0 +1,292 @@
+/* SuperSlabs as a heap sees them: owned ones with free units (avail), owned
+ * ones without (full), emptied ones waiting to be kept or given back
+ * (pending); and the process-wide stack of abandoned ones, which any heap
+ * may adopt. A slab is placed in this order of preference: free units of a
+ * SuperSlab in use, an empty SuperSlab the heap kept, an adopted SuperSlab,
+ * a batch from the provider. */
+#include "internal.h"
+
+#define AVAIL_SCAN_MAX 64
+#define KEEP_EMPTY 1 /* empty SuperSlabs a heap keeps instead of giving back */
+
+/* ---- heap SuperSlab lists (indices, doubly linked through ss->next/prev) ---- */
+
+static uint32_t *hlist_head(struct hak_heap *h, unsigned list)
+{
+    return list == HAK_SSL_AVAIL ? &h->ss_avail : list == HAK_SSL_FULL ? &h->ss_full : &h->ss_pending;
+}
+
+static void hlist_push(struct hak_heap *h, uint32_t idx, unsigned list)
+{
+    struct hak_ss *ss = hak_cold(idx);
+    uint32_t *head = hlist_head(h, list);
+    ss->hlist = (uint8_t)list;
+    ss->prev = HAK_NO_SS;
+    ss->next = *head;
+    if (*head != HAK_NO_SS)
+        hak_cold(*head)->prev = idx;
+    *head = idx;
+}
+
+static void hlist_remove(struct hak_heap *h, uint32_t idx)
+{
+    struct hak_ss *ss = hak_cold(idx);
+    if (ss->hlist == HAK_SSL_NONE)
+        return;
+    uint32_t *head = hlist_head(h, ss->hlist);
+    if (ss->prev != HAK_NO_SS)
+        hak_cold(ss->prev)->next = ss->next;
+    else
+        *head = ss->next;
+    if (ss->next != HAK_NO_SS)
+        hak_cold(ss->next)->prev = ss->prev;
+    ss->next = ss->prev = HAK_NO_SS;
+    ss->hlist = HAK_SSL_NONE;
+}
+
+static void hlist_place(struct hak_heap *h, uint32_t idx)
+{
+    hlist_push(h, idx, hak_cold(idx)->free_units ? HAK_SSL_AVAIL : HAK_SSL_FULL);
+}
+
+/* ---- placing a new slab ---- */
+
+static int find_run(uint16_t free_units, unsigned span)
+{
+    if (span == 1)
+        return free_units ? __builtin_ctz(free_units) : -1;
+    uint16_t m = (uint16_t)((1u << span) - 1);
+    for (unsigned u = 0; u + span <= HAK_UNITS; u++)
+        if (((free_units >> u) & m) == m)
+            return (int)u;
+    return -1;
+}
+
+static void place_slab(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls)
+{
+    struct hak_ss *ss = hak_cold(idx);
+    if (ss->free_units == HAK_ALL_UNITS)
+        h->nempty--;
+    hak_slab_init(h, idx, unit, cls);
+    if (!ss->free_units) {
+        hlist_remove(h, idx);
+        hlist_push(h, idx, HAK_SSL_FULL);
+    }
+}
+
+/* Free units of owned SuperSlabs: partly used ones first, so that empty
+ * ones stay empty and can go back. */
+static bool place_in_owned(struct hak_heap *h, unsigned cls)
+{
+    unsigned span = hak_classes[cls].span, scanned = 0;
+    uint32_t empty = HAK_NO_SS;
+    for (uint32_t idx = h->ss_avail; idx != HAK_NO_SS && scanned < AVAIL_SCAN_MAX;
+         idx = hak_cold(idx)->next, scanned++) {
+        uint16_t fu = hak_cold(idx)->free_units;
+        if (fu == HAK_ALL_UNITS) {
+            if (empty == HAK_NO_SS)
+                empty = idx;
+            continue;
+        }
+        int unit = find_run(fu, span);
+        if (unit >= 0) {
+            place_slab(h, idx, (unsigned)unit, cls);
+            return true;
+        }
+    }
+    if (empty != HAK_NO_SS) {
+        place_slab(h, empty, 0, cls);
+        return true;
+    }
+    return false;
+}
+
+static void take_ownership(struct hak_heap *h, uint32_t idx)
+{
+    struct hak_ss *ss = hak_cold(idx);
+    HAK_ASSERT(ss->free_units == HAK_ALL_UNITS);
+    ss->hlist = HAK_SSL_NONE;
+    ss->state = HAK_SS_OWNED;
+    atomic_store(&hak_hot(idx)->owner, h);
+    hlist_push(h, idx, HAK_SSL_AVAIL);
+    h->nss++;
+    h->nempty++;
+}
+
+/* Make a new slab of cls (or adopt SuperSlabs that may hold one). */
+bool hak_ss_new_slab(struct hak_heap *h, unsigned cls)
+{
+    if (place_in_owned(h, cls))
+        return true;
+    if (hak_ss_adopt_one(h))
+        return true; /* the caller looks at its lists again */
+    uint32_t got[8];
+    unsigned want = h->nss / 4;
+    want = want < 2 ? 2 : want > 8 ? 8 : want;
+    unsigned n = hak_provision_acquire(got, want);
+    for (unsigned i = 0; i < n; i++)
+        take_ownership(h, got[i]);
+    return n && place_in_owned(h, cls);
+}
+
+/* A slab of idx was released: move the SuperSlab to the right list. */
+void hak_ss_unit_freed(struct hak_heap *h, uint32_t idx)
+{
+    struct hak_ss *ss = hak_cold(idx);
+    if (ss->free_units == HAK_ALL_UNITS) {
+        hlist_remove(h, idx);
+        hlist_push(h, idx, HAK_SSL_PENDING);
+    } else if (ss->hlist == HAK_SSL_FULL) {
+        hlist_remove(h, idx);
+        hlist_push(h, idx, HAK_SSL_AVAIL);
+    }
+}
+
+/* Keep one emptied SuperSlab for reuse (if keep) and give the others back.
+ * The notify stack is drained first: a SuperSlab leaves this heap only when
+ * none of its slabs is still on the stack. Draining may empty more. */
+void hak_ss_release_pending(struct hak_heap *h, bool keep)
+{
+    while (h->ss_pending != HAK_NO_SS) {
+        hak_heap_drain_notify(h);
+        uint32_t idx = h->ss_pending;
+        hlist_remove(h, idx);
+        HAK_ASSERT(hak_cold(idx)->free_units == HAK_ALL_UNITS);
+        if (keep && h->nempty < KEEP_EMPTY) {
+            hlist_push(h, idx, HAK_SSL_AVAIL);
+            h->nempty++;
+        } else {
+            h->nss--;
+            hak_provision_release(idx);
+        }
+    }
+}
+
+/* Give back every empty SuperSlab, the kept ones included. Their slabs
+ * have held no block since the drain that made them pending, so none is on
+ * the notify stack. */
+void hak_ss_release_empty(struct hak_heap *h)
+{
+    hak_ss_release_pending(h, false);
+    for (uint32_t idx = h->ss_avail, next; idx != HAK_NO_SS; idx = next) {
+        next = hak_cold(idx)->next;
+        if (hak_cold(idx)->free_units == HAK_ALL_UNITS) {
+            hlist_remove(h, idx);
+            h->nss--;
+            hak_provision_release(idx);
+        }
+    }
+    h->nempty = 0;
+}
+
+/* ---- abandoned SuperSlabs: a lock-free stack of indices ----
+ * top = (tag << 32) | (index + 1); the tag changes on every update, so a
+ * pop that read a stale next fails its CAS (no ABA). Links live in the side
+ * table, which is never unmapped, so reading a stale one is safe. */
+
+static _Atomic uint64_t abandoned_top;
+static _Atomic uint32_t abandoned_n;
+
+static void abandoned_push(uint32_t idx)
+{
+    uint64_t top = atomic_load(&abandoned_top), next;
+    do {
+        __atomic_store_n(&hak_cold(idx)->abandoned_next, (uint32_t)top, __ATOMIC_RELAXED);
+        next = ((top >> 32) + 1) << 32 | (uint64_t)(idx + 1);
+    } while (!atomic_compare_exchange_weak(&abandoned_top, &top, next));
+    atomic_fetch_add(&abandoned_n, 1);
+}
+
+static uint32_t abandoned_pop(void)
+{
+    uint64_t top = atomic_load(&abandoned_top), next;
+    uint32_t idx;
+    do {
+        if (!(uint32_t)top)
+            return HAK_NO_SS;
+        idx = (uint32_t)top - 1;
+        uint32_t below = __atomic_load_n(&hak_cold(idx)->abandoned_next, __ATOMIC_RELAXED);
+        next = ((top >> 32) + 1) << 32 | below;
+    } while (!atomic_compare_exchange_weak(&abandoned_top, &top, next));
+    atomic_fetch_sub(&abandoned_n, 1);
+    return idx;
+}
+
+uint32_t hak_ss_abandoned_count(void)
+{
+    return atomic_load_explicit(&abandoned_n, HAK_RELAXED);
+}
+
+/* Take over an abandoned SuperSlab: its slabs join this heap's lists, with
+ * every remote free collected. Owner is stored before collecting, so a free
+ * that saw the SuperSlab abandoned pushed its block before we look. */
+bool hak_ss_adopt_one(struct hak_heap *h)
+{
+    uint32_t idx = abandoned_pop();
+    if (idx == HAK_NO_SS)
+        return false;
+    struct hak_ss_hot *hot = hak_hot(idx);
+    struct hak_ss *ss = hak_cold(idx);
+    atomic_store(&hot->owner, h);
+    ss->state = HAK_SS_OWNED;
+    ss->hlist = HAK_SSL_NONE;
+    h->nss++;
+    hlist_place(h, idx);
+    for (unsigned u = 0; u < HAK_UNITS; u++) {
+        struct hak_slab *s = &ss->slab[u];
+        if (!hot->cls[u] || hot->head[u] != u)
+            continue;
+        s->list = HAK_LIST_NONE;
+        s->next = s->prev = NULL;
+        const struct hak_class *k = &hak_classes[s->cls];
+        hak_slab_list_push(h, s, s->free || s->carved < k->capacity ? HAK_LIST_PARTIAL : HAK_LIST_FULL);
+        hak_slab_collect(h, s);
+        if (s->cls && s->used == 0)
+            hak_slab_release(h, s);
+    }
+    return true;
+}
+
+/* Thread exit: give back empty SuperSlabs, abandon the rest. */
+void hak_ss_abandon_all(struct hak_heap *h)
+{
+    for (unsigned c = 1; c < HAK_NCLASS; c++) {
+        for (int list = 0; list < 2; list++) {
+            struct hak_slab *s = list ? h->full[c] : h->partial[c];
+            while (s) {
+                struct hak_slab *next = s->next;
+                if (s->used == 0)
+                    hak_slab_release(h, s);
+                s = next;
+            }
+        }
+    }
+    hak_ss_release_empty(h);
+    /* What is left holds live blocks. Mark it abandoned, wait until no
+     * remote freer can still push onto our notify stack, drain it (which now
+     * only clears flags), then publish the SuperSlabs for adoption. */
+    uint32_t abandon = HAK_NO_SS;
+    for (int list = 0; list < 2; list++) {
+        uint32_t *head = list ? &h->ss_full : &h->ss_avail;
+        while (*head != HAK_NO_SS) {
+            uint32_t idx = *head;
+            hlist_remove(h, idx);
+            atomic_store(&hak_hot(idx)->owner, HAK_OWNER_ABANDONED);
+            hak_cold(idx)->next = abandon;
+            abandon = idx;
+        }
+    }
+    while (atomic_load(&h->inflight))
+        hak_cpu_relax();
+    hak_heap_drain_notify(h);
+    while (abandon != HAK_NO_SS) {
+        uint32_t idx = abandon;
+        abandon = hak_cold(idx)->next;
+        hak_cold(idx)->next = HAK_NO_SS;
+        abandoned_push(idx);
+    }
+    for (unsigned c = 0; c < HAK_NCLASS; c++)
+        h->partial[c] = h->full[c] = NULL;
+    h->nss = 0;
+    h->nempty = 0;
+}

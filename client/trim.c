@@ -1,0 +1,40 @@
+/* malloc_trim: give back everything idle, now. The calling thread flushes
+ * its caches, adopts abandoned SuperSlabs (collecting what other threads
+ * freed into them) and returns every empty SuperSlab; then the providers and
+ * the large-block cache release their idle memory without waiting for the
+ * decay. Other threads' caches are theirs and stay as they are. */
+#include "internal.h"
+#include "hakmem.h"
+
+static void trim_heap(struct hak_heap *h)
+{
+    hak_lock(&h->lock);
+    for (unsigned c = 1; c < HAK_NCLASS; c++)
+        hak_heap_flush(h, c, 0);
+    hak_heap_drain_notify(h);
+    while (hak_ss_adopt_one(h))
+        ;
+    for (unsigned c = 1; c < HAK_NCLASS; c++) {
+        struct hak_slab *s = h->partial[c];
+        while (s) {
+            struct hak_slab *next = s->next;
+            if (s->used == 0)
+                hak_slab_release(h, s);
+            s = next;
+        }
+    }
+    hak_ss_release_empty(h);
+    hak_unlock(&h->lock);
+}
+
+HAK_API int hak_trim(size_t pad)
+{
+    (void)pad;
+    if (!hak_ready())
+        return 0;
+    struct hak_heap *h = hak_heap_thread_start();
+    if (h)
+        trim_heap(h);
+    size_t bytes = hak_provision_trim(true) + hak_large_trim();
+    return bytes > 0;
+}

@@ -1,0 +1,118 @@
+/* Helpers shared by the tests: a fast PRNG, block patterns, RSS, and a way
+ * to run a function in a child process that is expected to abort. */
+#ifndef HAK_TESTUTIL_H
+#define HAK_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <cmocka.h>
+
+struct rng {
+    uint64_t s;
+};
+
+static inline uint64_t rng_next(struct rng *r)
+{
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static inline size_t rng_range(struct rng *r, size_t lo, size_t hi)
+{
+    return lo + (size_t)(rng_next(r) % (hi - lo + 1));
+}
+
+/* The pattern of a block depends on its address and size, so a block that
+ * was overwritten, handed out twice or confused with another shows. */
+static inline uint64_t pattern_word(const void *p, size_t size, size_t i)
+{
+    return ((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ull) ^ (size * 0xC2B2AE3D27D4EB4Full) ^ (i * 0x165667B19E3779F9ull);
+}
+
+static inline void pattern_fill(void *p, size_t size)
+{
+    uint64_t *w = p;
+    size_t n = size / 8;
+    /* Whole block for small sizes; head and tail words for big ones. */
+    if (n <= 64) {
+        for (size_t i = 0; i < n; i++)
+            w[i] = pattern_word(p, size, i);
+    } else {
+        for (size_t i = 0; i < 32; i++) {
+            w[i] = pattern_word(p, size, i);
+            w[n - 1 - i] = pattern_word(p, size, n - 1 - i);
+        }
+    }
+    for (size_t i = n * 8; i < size; i++)
+        ((unsigned char *)p)[i] = (unsigned char)(size + i);
+}
+
+static inline int pattern_check(const void *p, size_t size)
+{
+    const uint64_t *w = p;
+    size_t n = size / 8;
+    if (n <= 64) {
+        for (size_t i = 0; i < n; i++)
+            if (w[i] != pattern_word(p, size, i))
+                return 0;
+    } else {
+        for (size_t i = 0; i < 32; i++)
+            if (w[i] != pattern_word(p, size, i) || w[n - 1 - i] != pattern_word(p, size, n - 1 - i))
+                return 0;
+    }
+    for (size_t i = n * 8; i < size; i++)
+        if (((const unsigned char *)p)[i] != (unsigned char)(size + i))
+            return 0;
+    return 1;
+}
+
+/* Resident set size of this process in KiB. */
+static inline long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Run fn in a child; return its stderr (up to cap bytes) and whether it
+ * died of SIGABRT. */
+static inline int run_expect_abort(void (*fn)(void), char *err, size_t cap)
+{
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        return 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipefd[0]);
+        dup2(pipefd[1], 2);
+        fn();
+        _exit(0);
+    }
+    close(pipefd[1]);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < cap && (r = read(pipefd[0], err + got, cap - 1 - got)) > 0)
+        got += (size_t)r;
+    err[got] = 0;
+    close(pipefd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+#endif
