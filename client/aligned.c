@@ -52,3 +52,39 @@ HAK_API void *hak_aligned_alloc(size_t align, size_t size)
     }
     return hak_aligned(align, size);
 }
+
+#ifndef HAK_NO_OVERRIDE
+HAK_API int posix_memalign(void **out, size_t align, size_t size) __attribute__((alias("hak_posix_memalign")));
+HAK_API void *aligned_alloc(size_t align, size_t size) __attribute__((alias("hak_aligned_alloc")));
+
+/* glibc's older interfaces: memalign takes any alignment (rounded up to a
+ * power of two), valloc and pvalloc align to the page. */
+HAK_API void *memalign(size_t align, size_t size);
+HAK_API void *memalign(size_t align, size_t size)
+{
+    if (align > ((size_t)1 << 62)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!power_of_two(align))
+        align = (size_t)1 << (64 - __builtin_clzll(align));
+    return hak_aligned(align, size);
+}
+
+HAK_API void *valloc(size_t size);
+HAK_API void *valloc(size_t size)
+{
+    return hak_aligned(hak_os_page_size(), size);
+}
+
+HAK_API void *pvalloc(size_t size);
+HAK_API void *pvalloc(size_t size)
+{
+    size_t page = hak_os_page_size();
+    if (size > SIZE_MAX - page) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return hak_aligned(page, size ? (size + page - 1) & ~(page - 1) : page);
+}
+#endif

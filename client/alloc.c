@@ -77,3 +77,10 @@ HAK_API void *hak_calloc(size_t count, size_t size)
         memset(p, 0, bytes);
     return p;
 }
+
+#ifndef HAK_NO_OVERRIDE
+/* The standard names, for LD_PRELOAD and -lhakclient: aliases, not
+ * wrappers, so they cost nothing. */
+HAK_API void *malloc(size_t size) __attribute__((alias("hak_malloc")));
+HAK_API void *calloc(size_t count, size_t size) __attribute__((alias("hak_calloc")));
+#endif

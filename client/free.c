@@ -144,3 +144,11 @@ HAK_API size_t hak_usable_size(const void *p)
         hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
     return hak_classes[cls].size;
 }
+
+#ifndef HAK_NO_OVERRIDE
+HAK_API void free(void *p) __attribute__((alias("hak_free")));
+HAK_API void free_sized(void *p, size_t size) __attribute__((alias("hak_free_sized")));
+HAK_API void free_aligned_sized(void *p, size_t alignment, size_t size)
+    __attribute__((alias("hak_free_aligned_sized")));
+HAK_API size_t malloc_usable_size(void *p) __attribute__((alias("hak_usable_size")));
+#endif

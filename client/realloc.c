@@ -34,3 +34,8 @@ HAK_API void *hak_reallocarray(void *p, size_t count, size_t size)
     }
     return hak_realloc(p, bytes);
 }
+
+#ifndef HAK_NO_OVERRIDE
+HAK_API void *realloc(void *p, size_t size) __attribute__((alias("hak_realloc")));
+HAK_API void *reallocarray(void *p, size_t count, size_t size) __attribute__((alias("hak_reallocarray")));
+#endif
