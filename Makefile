@@ -48,9 +48,12 @@ $(LIB_SO): $(CLIENT_OBJ)
 $(BUILD)/libhakclient.so: $(LIB_SO)
 	ln -sf $(SONAME) $@
 
+# One relocatable object: a program that links the archive gets every
+# entry point or none, never our malloc with the C library's realloc.
 $(LIB_A): $(CLIENT_OBJ)
 	rm -f $@
-	ar rcs $@ $^
+	$(LD) -r -o $(BUILD)/obj/hakclient.o $^
+	ar rcs $@ $(BUILD)/obj/hakclient.o
 
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB_A)
 	@mkdir -p $(dir $@)

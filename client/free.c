@@ -32,7 +32,7 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
     const struct hak_class *k = &hak_classes[cls];
     if (!cls)
         hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
-    if (!hak_class_divides(k, x))
+    if (!hak_class_is_block(k, x))
         hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
     if (p == tc->head)
         hak_fatal_pointer("free", p, "double free");
@@ -58,7 +58,7 @@ static HAK_NOINLINE void free_remote(void *p, uintptr_t off)
     unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
     if (!cls)
         hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
-    if (!hak_class_divides(&hak_classes[cls], slab_offset(off, hot, u)))
+    if (!hak_class_is_block(&hak_classes[cls], slab_offset(off, hot, u)))
         hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
     struct hak_slab *s = &hak_cold(idx)->slab[__atomic_load_n(&hot->head[u], __ATOMIC_RELAXED)];
     void *top = atomic_load_explicit(&s->remote, HAK_RELAXED);
@@ -90,7 +90,7 @@ HAK_API void hak_free(void *p)
     uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((uint32_t)hot->head[u] << HAK_UNIT_SHIFT);
     const struct hak_class *k = &hak_classes[cls];
     struct hak_tcache *tc = &t->c[cls];
-    if (unlikely(!hak_class_divides(k, x) | (tc->count >= k->cap) | (p == tc->head))) {
+    if (unlikely(!hak_class_is_block(k, x) | (tc->count >= k->cap) | (p == tc->head))) {
         free_local_slow(p, cls, x);
         return;
     }
@@ -140,7 +140,7 @@ HAK_API size_t hak_usable_size(const void *p)
     unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
     if ((!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED) || !cls)
         hak_fatal_pointer("malloc_usable_size", p, "not an allocated block");
-    if (!hak_class_divides(&hak_classes[cls], slab_offset(off, hot, u)))
+    if (!hak_class_is_block(&hak_classes[cls], slab_offset(off, hot, u)))
         hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
     return hak_classes[cls].size;
 }

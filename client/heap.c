@@ -295,7 +295,7 @@ static bool child_block_ok(struct hak_heap *h, void *p, unsigned cls)
     if (idx >= hak_arena.cursor || atomic_load(&hot->owner) != h || hot->cls[u] != cls)
         return false;
     uint32_t x = (uint32_t)((uintptr_t)p & (HAK_SS_SIZE - 1)) - ((uint32_t)hot->head[u] << HAK_UNIT_SHIFT);
-    return hak_class_divides(&hak_classes[cls], x) && hak_slab_of(p)->used > 0;
+    return hak_class_is_block(&hak_classes[cls], x) && hak_slab_of(p)->used > 0;
 }
 
 static void child_reclaim_tls(struct hak_heap *h)

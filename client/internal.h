@@ -74,10 +74,10 @@ static inline uint32_t hak_rotr32(uint32_t v, unsigned s)
 {
     return (v >> s) | (v << ((32 - s) & 31));
 }
-/* Is x a multiple of class c's block size? */
-static inline bool hak_class_divides(const struct hak_class *k, uint32_t x)
+/* Is offset x (from the slab start) the start of one of the slab's blocks? */
+static inline bool hak_class_is_block(const struct hak_class *k, uint32_t x)
 {
-    return hak_rotr32(x * k->inv, k->shift) <= k->limit;
+    return hak_rotr32(x * k->inv, k->shift) < k->capacity;
 }
 
 /* ---- os.c: every system call that maps or releases memory ---- */

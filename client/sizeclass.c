@@ -75,11 +75,10 @@ void hak_classes_init(void)
         k->size = size;
         k->shift = (uint8_t)shift;
         k->inv = inverse_mod32(size >> shift);
-        k->limit = UINT32_MAX / size;
         k->span = (uint8_t)span;
         k->cap = class_cap(size);
         k->batch = (uint16_t)(k->cap > 1 ? k->cap / 2 : 1);
-        k->capacity = (uint16_t)(((size_t)span << HAK_UNIT_SHIFT) / size);
+        k->capacity = (uint32_t)(((size_t)span << HAK_UNIT_SHIFT) / size);
     }
     /* Class 0 stays all zero: cap 0 sends every free of it to the slow path. */
     for (unsigned i = 0; i <= HAK_SMALL_MAX / 16; i++)

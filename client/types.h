@@ -41,19 +41,21 @@ struct hak_heap;
 #define HAK_OWNER_ABANDONED ((struct hak_heap *)2) /* its heap's thread exited */
 #define HAK_OWNER_IS_HEAP(h) ((uintptr_t)(h) > 2)
 
-/* Per-class constants, read-only after start-up. The free fast path checks
- * that an offset is a multiple of the block size without dividing:
- * size = odd << shift, inv = odd^-1 mod 2^32, and x is a multiple of size
- * iff rotr32(x * inv, shift) <= limit (= UINT32_MAX / size). */
+/* Per-class constants, read-only after start-up. The free path checks that
+ * an offset x from the slab start is the start of a block without dividing:
+ * size = odd << shift and inv = odd^-1 mod 2^32; if x is a multiple of size,
+ * rotr32(x * inv, shift) is exactly x / size, otherwise it exceeds
+ * UINT32_MAX / size. So "rotr32(x * inv, shift) < capacity" holds exactly for
+ * the offsets of the slab's blocks. */
 struct hak_class {
     uint32_t inv;
-    uint32_t limit;
+    uint32_t capacity; /* blocks per slab; 0 for class 0, so nothing passes */
     uint8_t shift;
     uint8_t span;      /* units per slab */
     uint16_t cap;      /* TLS cache capacity in blocks; 0 for class 0 */
     uint32_t size;     /* block size in bytes */
     uint16_t batch;    /* blocks a refill moves into the TLS cache */
-    uint16_t capacity; /* blocks per slab */
+    uint16_t pad16_;
     uint32_t pad_[3];
 } __attribute__((aligned(32)));
 

@@ -68,7 +68,7 @@ static void *worker(void *arg)
             ops++;
         }
         slots[i] = make_block(random_small_size(&r));
-        assert_non_null(slots[i]);
+        CHECK(slots[i] != NULL);
         ops++;
     }
     for (size_t i = 0; i < SLOTS; i++)
@@ -87,6 +87,7 @@ static void test_stress_cross_thread(void **state)
         assert_int_equal(pthread_create(&th[t], NULL, worker, (void *)(t + 1)), 0);
     for (int t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
+    assert_no_thread_failure();
     for (size_t j = 0; j < EXCHANGE; j++) {
         uintptr_t got = atomic_exchange(&exchange_slots[j], 0);
         if (got)

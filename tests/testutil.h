@@ -76,6 +76,28 @@ static inline int pattern_check(const void *p, size_t size)
     return 1;
 }
 
+/* cmocka's assertions may only run on the test's own thread. Worker
+ * threads use CHECK, which records the first failure and returns from the
+ * worker; the test thread then calls assert_no_thread_failure(). */
+static char thread_failure[256];
+static int thread_failed;
+
+#define CHECK(cond)                                                                              \
+    do {                                                                                         \
+        if (!(cond)) {                                                                           \
+            if (!__atomic_exchange_n(&thread_failed, 1, __ATOMIC_SEQ_CST))                        \
+                snprintf(thread_failure, sizeof thread_failure, "%s:%d: %s", __FILE__, __LINE__, \
+                         #cond);                                                                 \
+            return NULL;                                                                         \
+        }                                                                                        \
+    } while (0)
+
+static inline void assert_no_thread_failure(void)
+{
+    if (__atomic_load_n(&thread_failed, __ATOMIC_SEQ_CST))
+        fail_msg("in a worker thread: %s", thread_failure);
+}
+
 /* Resident set size of this process in KiB. */
 static inline long rss_kib(void)
 {

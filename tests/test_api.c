@@ -1,0 +1,299 @@
+/* The allocation API and its edge cases, through the hak_* names. */
+#include <errno.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+#include "hakmem.h"
+#include "testutil.h"
+
+static void test_malloc_zero_and_alignment(void **state)
+{
+    (void)state;
+    void *a = hak_malloc(0), *b = hak_malloc(0);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_ptr_not_equal(a, b);
+    hak_free(a);
+    hak_free(b);
+    hak_free(NULL); /* no-op */
+    size_t sizes[] = {1, 15, 16, 17, 100, 1000, 5000, 8192, 8193, 70000, 262144, 262145, 3 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char *p = hak_malloc(sizes[i]);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % 16, 0);
+        assert_true(hak_usable_size(p) >= sizes[i]);
+        memset(p, 0xC3, sizes[i]);
+        hak_free(p);
+    }
+}
+
+static void test_malloc_huge_fails_with_enomem(void **state)
+{
+    (void)state;
+    errno = 0;
+    assert_null(hak_malloc(SIZE_MAX));
+    assert_int_equal(errno, ENOMEM);
+    errno = 0;
+    assert_null(hak_malloc((size_t)1 << 62));
+    assert_int_equal(errno, ENOMEM);
+}
+
+static void test_calloc_zeroes_and_checks_overflow(void **state)
+{
+    (void)state;
+    /* Dirty a block, free it, and get it back through calloc. */
+    for (int round = 0; round < 2; round++) {
+        size_t sizes[] = {24, 4000, 100000, 1 << 20};
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            char *d = hak_malloc(sizes[i]);
+            memset(d, 0xFF, sizes[i]);
+            hak_free(d);
+            unsigned char *z = hak_calloc(1, sizes[i]);
+            assert_non_null(z);
+            for (size_t j = 0; j < sizes[i]; j++)
+                if (z[j])
+                    fail_msg("calloc(%zu) byte %zu is %d", sizes[i], j, z[j]);
+            hak_free(z);
+        }
+    }
+    errno = 0;
+    assert_null(hak_calloc(SIZE_MAX / 2, 3));
+    assert_int_equal(errno, ENOMEM);
+    errno = 0;
+    assert_null(hak_calloc((size_t)1 << 32, (size_t)1 << 32));
+    assert_int_equal(errno, ENOMEM);
+}
+
+static void test_realloc_keeps_contents(void **state)
+{
+    (void)state;
+    size_t size = 1;
+    unsigned char *p = hak_malloc(size);
+    p[0] = 0;
+    while (size < (4u << 20)) {
+        size_t next = size * 3 / 2 + 7;
+        unsigned char *q = hak_realloc(p, next);
+        assert_non_null(q);
+        for (size_t i = 0; i < size; i++)
+            if (q[i] != (unsigned char)i)
+                fail_msg("byte %zu lost growing %zu -> %zu", i, size, next);
+        for (size_t i = size; i < next; i++)
+            q[i] = (unsigned char)i;
+        p = q;
+        size = next;
+    }
+    while (size > 1) { /* and shrinking */
+        size_t next = size / 3;
+        unsigned char *q = hak_realloc(p, next);
+        assert_non_null(q);
+        for (size_t i = 0; i < next; i++)
+            if (q[i] != (unsigned char)i)
+                fail_msg("byte %zu lost shrinking to %zu", i, next);
+        p = q;
+        size = next;
+    }
+    hak_free(p);
+}
+
+static void test_realloc_in_place_within_class(void **state)
+{
+    (void)state;
+    char *p = hak_malloc(100); /* 112 B class */
+    assert_ptr_equal(hak_realloc(p, 112), p);
+    assert_ptr_equal(hak_realloc(p, 60), p);
+    char *q = hak_realloc(p, 113);
+    assert_ptr_not_equal(q, p);
+    hak_free(q);
+    assert_non_null(p = hak_realloc(NULL, 10));
+    assert_null(hak_realloc(p, 0)); /* frees, like glibc */
+}
+
+static void test_failed_realloc_leaves_block_intact(void **state)
+{
+    (void)state;
+    char *p = hak_malloc(64);
+    memset(p, 0x42, 64);
+    errno = 0;
+    assert_null(hak_realloc(p, SIZE_MAX - 4096));
+    assert_int_equal(errno, ENOMEM);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(p[i], 0x42);
+    errno = 0;
+    assert_null(hak_reallocarray(p, SIZE_MAX / 8, 16));
+    assert_int_equal(errno, ENOMEM);
+    assert_int_equal(p[63], 0x42);
+    char *q = hak_reallocarray(p, 10, 20);
+    assert_non_null(q);
+    assert_int_equal(q[63], 0x42);
+    hak_free(q);
+}
+
+static void test_aligned_allocation(void **state)
+{
+    (void)state;
+    void *p = NULL;
+    assert_int_equal(hak_posix_memalign(&p, 3, 10), EINVAL);
+    assert_int_equal(hak_posix_memalign(&p, 4, 10), EINVAL); /* not a multiple of sizeof(void*) */
+    assert_int_equal(hak_posix_memalign(&p, 24, 10), EINVAL);
+    assert_null(p);
+    errno = 0;
+    assert_null(hak_aligned_alloc(48, 96));
+    assert_int_equal(errno, EINVAL);
+    for (size_t align = 8; align <= ((size_t)4 << 20); align *= 2) {
+        size_t sizes[] = {1, align / 2 + 1, align, align * 3, 300000};
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            assert_int_equal(hak_posix_memalign(&p, align, sizes[i]), 0);
+            assert_int_equal((uintptr_t)p % align, 0);
+            assert_true(hak_usable_size(p) >= sizes[i]);
+            memset(p, 1, sizes[i]);
+            hak_free(p);
+            void *q = hak_aligned_alloc(align, sizes[i]);
+            assert_non_null(q);
+            assert_int_equal((uintptr_t)q % align, 0);
+            hak_free(q);
+        }
+    }
+    errno = 0;
+    assert_int_equal(hak_posix_memalign(&p, 64, SIZE_MAX - 10), ENOMEM);
+}
+
+static void test_sized_frees(void **state)
+{
+    (void)state;
+    void *p = hak_malloc(200);
+    hak_free_sized(p, 200);
+    assert_int_equal(hak_posix_memalign(&p, 256, 1000), 0);
+    hak_free_aligned_sized(p, 256, 1000);
+}
+
+static void test_large_blocks_are_cached_and_trimmed(void **state)
+{
+    (void)state;
+    uint64_t mmaps = hak_os_calls(HAK_OS_MMAP), munmaps = hak_os_calls(HAK_OS_MUNMAP);
+    for (int i = 0; i < 1000; i++) {
+        char *p = hak_malloc(1 << 20);
+        assert_non_null(p);
+        p[0] = p[(1 << 20) - 1] = 1;
+        hak_free(p);
+    }
+    /* One mapping, reused 1000 times. */
+    assert_true(hak_os_calls(HAK_OS_MMAP) - mmaps <= 2);
+    assert_true(hak_os_calls(HAK_OS_MUNMAP) - munmaps <= 2);
+    uint64_t live, cached, blocks;
+    hak_large_stats(&live, &cached, &blocks);
+    assert_true(cached >= (1 << 20));
+    hak_trim(0);
+    hak_large_stats(&live, &cached, &blocks);
+    assert_int_equal(cached, 0);
+}
+
+/* ---- misuse is reported and aborts ---- */
+
+static char err[512];
+
+static void free_stack_pointer(void)
+{
+    int x;
+    hak_free(&x);
+}
+static void free_interior_pointer(void)
+{
+    char *p = hak_malloc(64);
+    hak_free(p + 16);
+}
+static void free_misaligned_pointer(void)
+{
+    char *p = hak_malloc(64);
+    hak_free(p + 1);
+}
+static void free_foreign_pointer(void)
+{
+    void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    hak_free(p);
+}
+static void double_free(void)
+{
+    void *p = hak_malloc(32);
+    hak_free(p);
+    hak_free(p);
+}
+static void double_free_after_flush(void)
+{
+    void *p[2000];
+    for (int i = 0; i < 2000; i++)
+        p[i] = hak_malloc(32);
+    for (int i = 0; i < 2000; i++)
+        hak_free(p[i]);
+    for (int i = 0; i < 2000; i++)
+        hak_free(p[i]);
+}
+static void free_never_allocated_slab_pointer(void)
+{
+    char *p = hak_malloc(64);
+    hak_free(p + (8 << 16)); /* 512 KiB further on: a unit with no slab */
+}
+static void usable_size_of_interior(void)
+{
+    char *p = hak_malloc(1000);
+    hak_usable_size(p + 16);
+}
+static void realloc_foreign(void)
+{
+    int x;
+    hak_realloc(&x, 100);
+}
+static void free_large_interior(void)
+{
+    char *p = hak_malloc(1 << 20);
+    hak_free(p + 4096);
+}
+
+static void expect_abort(void (*fn)(void), const char *needle)
+{
+    assert_true(run_expect_abort(fn, err, sizeof err));
+    if (!strstr(err, needle))
+        fail_msg("expected \"%s\" in: %s", needle, err);
+    assert_non_null(strstr(err, "hakmem: "));
+    assert_non_null(strstr(err, "0x")); /* names the address */
+}
+
+static void test_invalid_pointers_are_reported(void **state)
+{
+    (void)state;
+    expect_abort(free_stack_pointer, "free(0x");
+    expect_abort(free_stack_pointer, "not allocated by hakmem");
+    expect_abort(free_interior_pointer, "not the start of a block");
+    expect_abort(free_misaligned_pointer, "not the start of a block");
+    expect_abort(free_foreign_pointer, "not allocated by hakmem");
+    expect_abort(free_never_allocated_slab_pointer, "not an allocated block");
+    expect_abort(free_large_interior, "not allocated by hakmem");
+    expect_abort(usable_size_of_interior, "malloc_usable_size(0x");
+    expect_abort(realloc_foreign, "not allocated by hakmem");
+}
+
+static void test_double_frees_are_reported(void **state)
+{
+    (void)state;
+    expect_abort(double_free, "double free");
+    expect_abort(double_free_after_flush, "double free");
+}
+
+int main(void)
+{
+    hak_free(hak_malloc(1));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_malloc_zero_and_alignment),
+        cmocka_unit_test(test_malloc_huge_fails_with_enomem),
+        cmocka_unit_test(test_calloc_zeroes_and_checks_overflow),
+        cmocka_unit_test(test_realloc_keeps_contents),
+        cmocka_unit_test(test_realloc_in_place_within_class),
+        cmocka_unit_test(test_failed_realloc_leaves_block_intact),
+        cmocka_unit_test(test_aligned_allocation),
+        cmocka_unit_test(test_sized_frees),
+        cmocka_unit_test(test_large_blocks_are_cached_and_trimmed),
+        cmocka_unit_test(test_invalid_pointers_are_reported),
+        cmocka_unit_test(test_double_frees_are_reported),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
