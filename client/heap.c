@@ -37,7 +37,7 @@ static void heap_reset(struct hak_heap *h)
 {
     for (unsigned c = 0; c < HAK_NCLASS; c++)
         h->partial[c] = h->full[c] = NULL;
-    h->ss_avail = h->ss_full = h->ss_pending = HAK_NO_SS;
+    h->ss_avail = h->ss_full = h->ss_empty = h->ss_pending = HAK_NO_SS;
     h->nss = h->nempty = 0;
     atomic_store(&h->notify_head, NULL);
     atomic_store(&h->inflight, 0);

@@ -116,12 +116,12 @@ unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first)
     return n;
 }
 
-/* After blocks came back: release an empty slab (but keep the one a refill
- * takes next, so a class at the edge of one slab does not thrash), or move
- * a full slab back to the partial list. */
+/* After blocks came back: release an empty slab at once (making one again
+ * costs no system call and carving touches the same warm units), or move a
+ * full slab back to the partial list. */
 static void slab_after_return(struct hak_heap *h, struct hak_slab *s)
 {
-    if (s->used == 0 && h->partial[s->cls] != s)
+    if (s->used == 0)
         hak_slab_release(h, s);
     else if (s->list == HAK_LIST_FULL) {
         hak_slab_list_remove(h, s);

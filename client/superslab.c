@@ -13,12 +13,23 @@
 
 static uint32_t *hlist_head(struct hak_heap *h, unsigned list)
 {
-    return list == HAK_SSL_AVAIL ? &h->ss_avail : list == HAK_SSL_FULL ? &h->ss_full : &h->ss_pending;
+    switch (list) {
+    case HAK_SSL_AVAIL:
+        return &h->ss_avail;
+    case HAK_SSL_FULL:
+        return &h->ss_full;
+    case HAK_SSL_EMPTY:
+        return &h->ss_empty;
+    default:
+        return &h->ss_pending;
+    }
 }
 
 static void hlist_push(struct hak_heap *h, uint32_t idx, unsigned list)
 {
     struct hak_ss *ss = hak_cold(idx);
+    if (list == HAK_SSL_EMPTY)
+        h->nempty++;
     uint32_t *head = hlist_head(h, list);
     ss->hlist = (uint8_t)list;
     ss->prev = HAK_NO_SS;
@@ -33,6 +44,8 @@ static void hlist_remove(struct hak_heap *h, uint32_t idx)
     struct hak_ss *ss = hak_cold(idx);
     if (ss->hlist == HAK_SSL_NONE)
         return;
+    if (ss->hlist == HAK_SSL_EMPTY)
+        h->nempty--;
     uint32_t *head = hlist_head(h, ss->hlist);
     if (ss->prev != HAK_NO_SS)
         hak_cold(ss->prev)->next = ss->next;
@@ -46,7 +59,8 @@ static void hlist_remove(struct hak_heap *h, uint32_t idx)
 
 static void hlist_place(struct hak_heap *h, uint32_t idx)
 {
-    hlist_push(h, idx, hak_cold(idx)->free_units ? HAK_SSL_AVAIL : HAK_SSL_FULL);
+    uint16_t fu = hak_cold(idx)->free_units;
+    hlist_push(h, idx, fu == HAK_ALL_UNITS ? HAK_SSL_EMPTY : fu ? HAK_SSL_AVAIL : HAK_SSL_FULL);
 }
 
 /* ---- placing a new slab ---- */
@@ -64,38 +78,26 @@ static int find_run(uint16_t free_units, unsigned span)
 
 static void place_slab(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls)
 {
-    struct hak_ss *ss = hak_cold(idx);
-    if (ss->free_units == HAK_ALL_UNITS)
-        h->nempty--;
     hak_slab_init(h, idx, unit, cls);
-    if (!ss->free_units) {
-        hlist_remove(h, idx);
-        hlist_push(h, idx, HAK_SSL_FULL);
-    }
+    hlist_remove(h, idx);
+    hlist_place(h, idx);
 }
 
-/* Free units of owned SuperSlabs: partly used ones first, so that empty
- * ones stay empty and can go back. */
+/* Free units of partly used SuperSlabs first, then an empty one, so that
+ * empty ones stay empty and can go back. */
 static bool place_in_owned(struct hak_heap *h, unsigned cls)
 {
     unsigned span = hak_classes[cls].span, scanned = 0;
-    uint32_t empty = HAK_NO_SS;
     for (uint32_t idx = h->ss_avail; idx != HAK_NO_SS && scanned < AVAIL_SCAN_MAX;
          idx = hak_cold(idx)->next, scanned++) {
-        uint16_t fu = hak_cold(idx)->free_units;
-        if (fu == HAK_ALL_UNITS) {
-            if (empty == HAK_NO_SS)
-                empty = idx;
-            continue;
-        }
-        int unit = find_run(fu, span);
+        int unit = find_run(hak_cold(idx)->free_units, span);
         if (unit >= 0) {
             place_slab(h, idx, (unsigned)unit, cls);
             return true;
         }
     }
-    if (empty != HAK_NO_SS) {
-        place_slab(h, empty, 0, cls);
+    if (h->ss_empty != HAK_NO_SS) {
+        place_slab(h, h->ss_empty, 0, cls);
         return true;
     }
     return false;
@@ -108,9 +110,8 @@ static void take_ownership(struct hak_heap *h, uint32_t idx)
     ss->hlist = HAK_SSL_NONE;
     ss->state = HAK_SS_OWNED;
     atomic_store(&hak_hot(idx)->owner, h);
-    hlist_push(h, idx, HAK_SSL_AVAIL);
+    hlist_push(h, idx, HAK_SSL_EMPTY);
     h->nss++;
-    h->nempty++;
 }
 
 /* Make a new slab of cls (or adopt SuperSlabs that may hold one). */
@@ -136,7 +137,7 @@ void hak_ss_unit_freed(struct hak_heap *h, uint32_t idx)
     if (ss->free_units == HAK_ALL_UNITS) {
         hlist_remove(h, idx);
         hlist_push(h, idx, HAK_SSL_PENDING);
-    } else if (ss->hlist == HAK_SSL_FULL) {
+    } else if (ss->hlist != HAK_SSL_AVAIL) {
         hlist_remove(h, idx);
         hlist_push(h, idx, HAK_SSL_AVAIL);
     }
@@ -153,8 +154,7 @@ void hak_ss_release_pending(struct hak_heap *h, bool keep)
         hlist_remove(h, idx);
         HAK_ASSERT(hak_cold(idx)->free_units == HAK_ALL_UNITS);
         if (keep && h->nempty < KEEP_EMPTY) {
-            hlist_push(h, idx, HAK_SSL_AVAIL);
-            h->nempty++;
+            hlist_push(h, idx, HAK_SSL_EMPTY);
         } else {
             h->nss--;
             hak_provision_release(idx);
@@ -168,15 +168,12 @@ void hak_ss_release_pending(struct hak_heap *h, bool keep)
 void hak_ss_release_empty(struct hak_heap *h)
 {
     hak_ss_release_pending(h, false);
-    for (uint32_t idx = h->ss_avail, next; idx != HAK_NO_SS; idx = next) {
-        next = hak_cold(idx)->next;
-        if (hak_cold(idx)->free_units == HAK_ALL_UNITS) {
-            hlist_remove(h, idx);
-            h->nss--;
-            hak_provision_release(idx);
-        }
+    while (h->ss_empty != HAK_NO_SS) {
+        uint32_t idx = h->ss_empty;
+        hlist_remove(h, idx);
+        h->nss--;
+        hak_provision_release(idx);
     }
-    h->nempty = 0;
 }
 
 /* ---- abandoned SuperSlabs: a lock-free stack of indices ----
@@ -240,9 +237,7 @@ bool hak_ss_adopt_one(struct hak_heap *h)
         s->next = s->prev = NULL;
         const struct hak_class *k = &hak_classes[s->cls];
         hak_slab_list_push(h, s, s->free || s->carved < k->capacity ? HAK_LIST_PARTIAL : HAK_LIST_FULL);
-        hak_slab_collect(h, s);
-        if (s->cls && s->used == 0)
-            hak_slab_release(h, s);
+        hak_slab_collect(h, s); /* releases the slab if nothing is left out */
     }
     return true;
 }
@@ -288,5 +283,4 @@ void hak_ss_abandon_all(struct hak_heap *h)
     for (unsigned c = 0; c < HAK_NCLASS; c++)
         h->partial[c] = h->full[c] = NULL;
     h->nss = 0;
-    h->nempty = 0;
 }

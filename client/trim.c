@@ -14,15 +14,6 @@ static void trim_heap(struct hak_heap *h)
     hak_heap_drain_notify(h);
     while (hak_ss_adopt_one(h))
         ;
-    for (unsigned c = 1; c < HAK_NCLASS; c++) {
-        struct hak_slab *s = h->partial[c];
-        while (s) {
-            struct hak_slab *next = s->next;
-            if (s->used == 0)
-                hak_slab_release(h, s);
-            s = next;
-        }
-    }
     hak_ss_release_empty(h);
     hak_unlock(&h->lock);
 }

@@ -105,7 +105,7 @@ struct hak_ss {
 };
 
 enum { HAK_SS_UNUSED = 0, HAK_SS_CLEAN, HAK_SS_DIRTY, HAK_SS_OWNED };
-enum { HAK_SSL_NONE = 0, HAK_SSL_AVAIL, HAK_SSL_FULL, HAK_SSL_PENDING };
+enum { HAK_SSL_NONE = 0, HAK_SSL_AVAIL, HAK_SSL_FULL, HAK_SSL_EMPTY, HAK_SSL_PENDING };
 enum { HAK_PROV_EMBEDDED = 0, HAK_PROV_PAGERD = 1 };
 
 /* The TLS front: per-thread, per-class stacks of free blocks. Only its
@@ -142,11 +142,12 @@ struct hak_heap {
     struct hak_tls *tls;          /* owner's TLS front */
     struct hak_slab *partial[HAK_NCLASS]; /* owner: slabs with free or uncarved blocks */
     struct hak_slab *full[HAK_NCLASS];    /* owner: slabs with neither */
-    uint32_t ss_avail;            /* owner: owned SuperSlabs with free units */
+    uint32_t ss_avail;            /* owner: owned SuperSlabs with some units free */
     uint32_t ss_full;             /* owner: owned SuperSlabs without free units */
+    uint32_t ss_empty;            /* owner: owned SuperSlabs with every unit free */
     uint32_t ss_pending;          /* owner: emptied SuperSlabs, to keep or give back */
-    uint32_t nss;                 /* owner: SuperSlabs owned (all three lists) */
-    uint32_t nempty;              /* owner: empty SuperSlabs kept on ss_avail */
+    uint32_t nss;                 /* owner: SuperSlabs owned (all four lists) */
+    uint32_t nempty;              /* owner: length of ss_empty */
     _Atomic(struct hak_slab *) notify_head; /* remote freers push slabs, owner pops all */
     _Atomic uint32_t inflight;    /* remote freers between reading owner and pushing */
     uint8_t in_use;               /* heap pool lock */

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Install the Debian packages the build and the tests need, if any
-# is missing. Runs apt-get only when something is absent.
+# Install the Debian packages the build and the tests need (the real
+# programs run under LD_PRELOAD among them), if any is missing. Runs
+# apt-get only when something is absent.
 set -eu
-pkgs="build-essential pkg-config libcmocka-dev"
+pkgs="build-essential pkg-config libcmocka-dev python3 git"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -3,11 +3,11 @@
 build=${1:-build}
 failed=0
 total=0
-for t in "$build"/tests/test_*; do
+for t in "$build"/tests/test_* tests/test_*.sh; do
     [ -x "$t" ] || continue
     total=$((total + 1))
     echo "== $(basename "$t")"
-    if ! "$t"; then
+    if ! "$t" "$build"; then
         echo "FAILED: $(basename "$t")"
         failed=$((failed + 1))
     fi

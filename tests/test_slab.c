@@ -70,26 +70,35 @@ static void *carve_thread(void *arg)
     LCHECK((s->carved) == (k->capacity));
     void *none;
     LCHECK(hak_slab_take(s, k->batch, &none) == 0);
-    /* Everything back: the slab is kept (it is the one refills use next)
-     * and its free list holds every block. */
+    /* Everything but one block back: the slab stays, its free list holds
+     * the rest. */
+    void *kept = lists[0];
+    lists[0] = *(void **)kept;
     for (unsigned l = 0; l < nlists; l++)
         for (void *b = lists[l], *next; b; b = next) {
             next = *(void **)b;
             hak_slab_put_local(h, b);
         }
-    LCHECK((s->used) == (0));
-    LCHECK((s->nfree) == (k->capacity));
-    LCHECK((void *)(h->partial[cls]) == (void *)(s));
+    LCHECK(s->used == 1);
+    LCHECK(s->nfree == k->capacity - 1);
+    LCHECK(h->partial[cls] == s);
     /* A take that wants the whole list gets it without a walk. */
     void *all;
-    LCHECK(hak_slab_take(s, k->capacity, &all) == k->capacity);
-    LCHECK((s->free) == NULL);
+    LCHECK(hak_slab_take(s, k->capacity, &all) == k->capacity - 1);
+    LCHECK(s->free == NULL);
     unsigned count = 0;
     for (void *b = all, *next; b; b = next, count++) {
         next = *(void **)b;
         hak_slab_put_local(h, b);
     }
-    LCHECK((count) == (k->capacity));
+    LCHECK(count == k->capacity - 1);
+    /* The last block back empties the slab: its unit returns at once. */
+    uint32_t idx = s->ss;
+    unsigned unit = s->unit;
+    hak_slab_put_local(h, kept);
+    LCHECK(s->cls == 0);
+    LCHECK(hak_hot(idx)->cls[unit] == 0);
+    LCHECK(h->partial[cls] == NULL);
     hak_unlock(&h->lock);
     return NULL;
 }

@@ -1,0 +1,127 @@
+/* Memory goes back to the OS: after 1 GiB of small blocks is freed and
+ * malloc_trim(0) runs, RSS is back near where it started; blocks left by an
+ * exited thread and freed by another come back too; and without a trim,
+ * idle SuperSlabs are returned once the decay has passed. */
+#include <malloc.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "internal.h"
+#include "hakmem.h"
+#include "testutil.h"
+
+#define MIB (1024L * 1024)
+#define NEAR_KIB (24 * 1024) /* "near the baseline": within 24 MiB */
+
+struct blocks {
+    void **p;
+    size_t n, cap;
+};
+
+static struct blocks fill(size_t bytes, uint64_t seed)
+{
+    struct rng r = {seed};
+    size_t cap = bytes / 16;
+    struct blocks b = {mmap(NULL, cap * sizeof(void *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), 0, cap};
+    for (size_t total = 0; total < bytes;) {
+        size_t size = rng_range(&r, 16, 1024);
+        char *p = hak_malloc(size);
+        if (!p)
+            break;
+        p[0] = p[size - 1] = 1; /* resident, like a real program's data */
+        b.p[b.n++] = p;
+        total += size;
+    }
+    return b;
+}
+
+static void release(struct blocks *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        hak_free(b->p[i]);
+    munmap(b->p, b->cap * sizeof(void *));
+    b->n = 0;
+}
+
+static void test_gigabyte_freed_and_trimmed(void **state)
+{
+    (void)state;
+    malloc_trim(0);
+    long base = rss_kib();
+    struct blocks b = fill(1024 * MIB, 1);
+    long peak = rss_kib();
+    release(&b);
+    malloc_trim(0);
+    long after = rss_kib();
+    printf("memory return: baseline %ld KiB, 1 GiB of small blocks %ld KiB, freed and trimmed %ld KiB\n",
+           base, peak, after);
+    assert_true(peak - base > 900 * 1024);
+    assert_true(after - base < NEAR_KIB);
+}
+
+static struct blocks left_behind;
+
+static void *allocate_and_exit(void *arg)
+{
+    (void)arg;
+    left_behind = fill(256 * MIB, 2);
+    return NULL;
+}
+
+static void test_blocks_of_an_exited_thread_come_back(void **state)
+{
+    (void)state;
+    malloc_trim(0);
+    long base = rss_kib();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, allocate_and_exit, NULL), 0);
+    pthread_join(t, NULL);
+    long peak = rss_kib();
+    release(&left_behind); /* remote frees into abandoned SuperSlabs */
+    malloc_trim(0);         /* adopts them, returns what is empty */
+    long after = rss_kib();
+    printf("memory return (exited thread): baseline %ld KiB, peak %ld KiB, trimmed %ld KiB\n", base, peak, after);
+    assert_true(after - base < NEAR_KIB);
+}
+
+static void *small_allocation(void *arg)
+{
+    (void)arg;
+    hak_free(hak_malloc(64));
+    return NULL;
+}
+
+static void test_decay_returns_memory_without_trim(void **state)
+{
+    (void)state;
+    uint64_t decay = hak_opt.decay_ms;
+    hak_opt.decay_ms = 50;
+    malloc_trim(0);
+    long base = rss_kib();
+    struct blocks b = fill(256 * MIB, 3);
+    release(&b);
+    struct timespec ts = {0, 100 * 1000000};
+    nanosleep(&ts, NULL);
+    /* Any later provider call purges what has decayed: here a new thread's
+     * first SuperSlab. */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, small_allocation, NULL), 0);
+    pthread_join(t, NULL);
+    long after = rss_kib();
+    printf("memory return (decay %llu ms, no trim): baseline %ld KiB, after %ld KiB\n",
+           (unsigned long long)hak_opt.decay_ms, base, after);
+    hak_opt.decay_ms = decay;
+    assert_true(after - base < NEAR_KIB);
+}
+
+int main(void)
+{
+    hak_free(hak_malloc(1));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gigabyte_freed_and_trimmed),
+        cmocka_unit_test(test_blocks_of_an_exited_thread_come_back),
+        cmocka_unit_test(test_decay_returns_memory_without_trim),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
