@@ -21,9 +21,10 @@ OPT        := -O1 -g -DHAK_DEBUG
 else
 OPT        := -O2 -g
 endif
-CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) -Iinclude -Iclient $(CFLAGS)
+CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) -Iinclude -Iclient -Ishm $(CFLAGS)
 
-CLIENT_SRC := $(wildcard client/*.c)
+SHM_SRC    := $(wildcard shm/*.c)
+CLIENT_SRC := $(wildcard client/*.c) $(SHM_SRC)
 CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/obj/%.o)
 SONAME     := libhakclient.so.$(SOMAJOR)
 LIB_SO     := $(BUILD)/libhakclient.so.$(VERSION)
@@ -37,7 +38,11 @@ TEST_LIBS  := -lcmocka -lpthread
 all: lib
 lib: $(LIB_SO) $(BUILD)/libhakclient.so $(LIB_A)
 
-$(BUILD)/obj/client/%.o: client/%.c $(wildcard client/*.h) include/hakmem.h
+$(BUILD)/obj/client/%.o: client/%.c $(wildcard client/*.h) include/hakmem.h shm/hakmem_shm.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(LIBFLAGS) -c $< -o $@
+
+$(BUILD)/obj/shm/%.o: shm/%.c shm/hakmem_shm.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(LIBFLAGS) -c $< -o $@
 
