@@ -67,26 +67,30 @@ int hak_arena_init(size_t reserve)
     return -1;
 }
 
-/* Make side-table entries [from, to) accessible. */
+/* Make side-table entries [from, to) accessible. Their pages stay
+ * untouched (zero, state HAK_SS_UNUSED) until a provider first hands the
+ * SuperSlab out, so reserving a large range for the daemon costs nothing. */
 static int commit_meta(uint32_t from, uint32_t to)
 {
     size_t pg = hak_os_page_size();
     uintptr_t c0 = (uintptr_t)&hak_arena.cold[from] & ~(pg - 1);
     uintptr_t c1 = page_round((uintptr_t)&hak_arena.cold[to]);
-    if (hak_os_commit((void *)c0, c1 - c0))
-        return -1;
-    for (uint32_t i = from; i < to; i++) {
-        struct hak_ss *ss = &hak_arena.cold[i];
-        atomic_store_explicit(&hak_arena.hot[i].owner, HAK_OWNER_FREE, HAK_RELAXED);
-        for (unsigned u = 0; u < HAK_UNITS; u++) {
-            ss->slab[u].ss = i;
-            ss->slab[u].unit = (uint8_t)u;
-        }
-        ss->free_units = HAK_ALL_UNITS;
-        ss->next = ss->prev = HAK_NO_SS;
-        ss->state = HAK_SS_UNUSED;
+    return hak_os_commit((void *)c0, c1 - c0);
+}
+
+/* Fill in the side-table entry of a SuperSlab a provider takes into use
+ * for the first time. */
+void hak_arena_ss_init(uint32_t idx)
+{
+    struct hak_ss *ss = &hak_arena.cold[idx];
+    atomic_store_explicit(&hak_arena.hot[idx].owner, HAK_OWNER_FREE, HAK_RELAXED);
+    for (unsigned u = 0; u < HAK_UNITS; u++) {
+        ss->slab[u].ss = idx;
+        ss->slab[u].unit = (uint8_t)u;
     }
-    return 0;
+    ss->free_units = HAK_ALL_UNITS;
+    ss->next = ss->prev = HAK_NO_SS;
+    ss->state = HAK_SS_CLEAN;
 }
 
 /* Hand n fresh SuperSlab indices to a provider, their metadata ready.

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "types.h"
+#include "hakmem_shm.h"
 
 #define HAK_HIDDEN __attribute__((visibility("hidden")))
 #define HAK_NOINLINE __attribute__((noinline))
@@ -44,6 +45,7 @@ extern struct hak_arena hak_arena HAK_HIDDEN;
 
 int hak_arena_init(size_t reserve_bytes) HAK_HIDDEN;
 uint32_t hak_arena_extend(uint32_t n) HAK_HIDDEN;
+void hak_arena_ss_init(uint32_t idx) HAK_HIDDEN;
 
 static inline void *hak_ss_addr(uint32_t idx)
 {
@@ -128,6 +130,14 @@ struct hak_embedded_stats {
 void hak_embedded_stats(struct hak_embedded_stats *out) HAK_HIDDEN;
 hak_lock_t *hak_embedded_lock(void) HAK_HIDDEN;
 
+/* ---- provider_pagerd.c: SuperSlabs from hakmem-pagerd's shared file ---- */
+unsigned hak_pagerd_acquire(uint32_t *out, unsigned want, bool *tried) HAK_HIDDEN;
+bool hak_pagerd_release(uint32_t idx) HAK_HIDDEN;
+bool hak_pagerd_decommit(uint32_t idx) HAK_HIDDEN;
+void hak_pagerd_fork_prepare(void) HAK_HIDDEN;
+void hak_pagerd_fork_parent(void) HAK_HIDDEN;
+void hak_pagerd_fork_child(void) HAK_HIDDEN;
+
 /* ---- slab.c: one slab: carving, local and remote free lists ---- */
 void hak_slab_init(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls) HAK_HIDDEN;
 unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first) HAK_HIDDEN;
@@ -196,11 +206,16 @@ struct hak_class_totals {
 void hak_stats_collect(struct hak_class_totals *out) HAK_HIDDEN;
 
 /* ---- options.c: the HAKMEM_* environment options, one table ---- */
+#define HAK_PATH_MAX 108 /* sun_path */
+enum { HAK_PAGERD_AUTO = 0, HAK_PAGERD_ON = 1, HAK_PAGERD_OFF = 2 };
 struct hak_options {
     uint64_t arena_gib;      /* HAKMEM_ARENA_GB, 0 = automatic */
     uint64_t decay_ms;       /* HAKMEM_DECAY_MS */
     uint64_t stats;          /* HAKMEM_STATS */
     uint64_t large_cache_mb; /* HAKMEM_LARGE_CACHE_MB */
+    uint64_t pagerd;         /* HAKMEM_PAGERD: HAK_PAGERD_* */
+    uint64_t pagerd_capacity_mb; /* HAKMEM_PAGERD_CAPACITY_MB */
+    char pagerd_socket[HAK_PATH_MAX]; /* HAKMEM_PAGERD_SOCKET */
 };
 extern struct hak_options hak_opt HAK_HIDDEN;
 void hak_options_init(void) HAK_HIDDEN;

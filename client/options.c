@@ -8,22 +8,35 @@
 
 struct hak_options hak_opt;
 
+enum opt_kind { OPT_NUM, OPT_WORD, OPT_PATH };
+
 struct option_def {
     const char *name;
-    uint64_t *value;
+    enum opt_kind kind;
+    uint64_t *value;       /* OPT_NUM, OPT_WORD (index into words) */
     uint64_t def, min, max;
-    const char *unit;
+    const char *unit;      /* OPT_NUM: the unit; OPT_WORD: "a|b|c" */
+    char *path;            /* OPT_PATH: buffer of HAK_PATH_MAX */
+    const char *path_def;
 };
+
+static const char *const pagerd_words[] = {"auto", "on", "off"};
 
 static const struct option_def options[] = {
     /* address space reserved for SuperSlabs; 0 = max(64, 4 x RAM) GiB */
-    {"HAKMEM_ARENA_GB", &hak_opt.arena_gib, 0, 0, 1u << 20, "GiB"},
+    {"HAKMEM_ARENA_GB", OPT_NUM, &hak_opt.arena_gib, 0, 0, 1u << 20, "GiB", NULL, NULL},
     /* idle time before an empty SuperSlab or cached large mapping goes back to the OS */
-    {"HAKMEM_DECAY_MS", &hak_opt.decay_ms, 1000, 0, 3600000, "ms"},
+    {"HAKMEM_DECAY_MS", OPT_NUM, &hak_opt.decay_ms, 1000, 0, 3600000, "ms", NULL, NULL},
     /* bytes of freed large mappings kept for reuse */
-    {"HAKMEM_LARGE_CACHE_MB", &hak_opt.large_cache_mb, 64, 0, 1u << 20, "MiB"},
+    {"HAKMEM_LARGE_CACHE_MB", OPT_NUM, &hak_opt.large_cache_mb, 64, 0, 1u << 20, "MiB", NULL, NULL},
     /* 1 = print statistics at exit */
-    {"HAKMEM_STATS", &hak_opt.stats, 0, 0, 1, "0/1"},
+    {"HAKMEM_STATS", OPT_NUM, &hak_opt.stats, 0, 0, 1, "0/1", NULL, NULL},
+    /* use the page daemon: auto (if its socket exists), on (and warn if not), off */
+    {"HAKMEM_PAGERD", OPT_WORD, &hak_opt.pagerd, HAK_PAGERD_AUTO, 0, 2, "auto|on|off", NULL, NULL},
+    /* the daemon's socket */
+    {"HAKMEM_PAGERD_SOCKET", OPT_PATH, NULL, 0, 0, 0, "path", hak_opt.pagerd_socket, HAK_SHM_DEFAULT_SOCKET},
+    /* size of the shared file asked of the daemon (address space, not memory) */
+    {"HAKMEM_PAGERD_CAPACITY_MB", OPT_NUM, &hak_opt.pagerd_capacity_mb, 16384, 1, HAK_SHM_MAX_CAPACITY, "MiB", NULL, NULL},
 };
 
 static bool parse_u64(const char *s, uint64_t *out)
@@ -40,24 +53,59 @@ static bool parse_u64(const char *s, uint64_t *out)
     return true;
 }
 
+static bool parse(const struct option_def *o, const char *text)
+{
+    uint64_t v;
+    switch (o->kind) {
+    case OPT_NUM:
+        if (!parse_u64(text, &v) || v < o->min || v > o->max)
+            return false;
+        *o->value = v;
+        return true;
+    case OPT_WORD:
+        for (uint64_t i = o->min; i <= o->max; i++)
+            if (strcmp(text, pagerd_words[i]) == 0) {
+                *o->value = i;
+                return true;
+            }
+        return false;
+    case OPT_PATH:
+        if (!*text || strlen(text) >= HAK_PATH_MAX)
+            return false;
+        strcpy(o->path, text);
+        return true;
+    }
+    return false;
+}
+
 static void warn_bad(const struct option_def *o, const char *text)
 {
     char min[24], max[24], def[24];
-    hak_fmt_u64(min, o->min);
-    hak_fmt_u64(max, o->max);
-    hak_fmt_u64(def, o->def);
     hak_write_str(2, "hakmem: warning: ");
     hak_write_str(2, o->name);
     hak_write_str(2, "='");
     hak_write_str(2, text);
-    hak_write_str(2, "' is not a whole number from ");
-    hak_write_str(2, min);
-    hak_write_str(2, " to ");
-    hak_write_str(2, max);
-    hak_write_str(2, " (");
-    hak_write_str(2, o->unit);
-    hak_write_str(2, "); using ");
-    hak_write_str(2, def);
+    if (o->kind == OPT_NUM) {
+        hak_fmt_u64(min, o->min);
+        hak_fmt_u64(max, o->max);
+        hak_fmt_u64(def, o->def);
+        hak_write_str(2, "' is not a whole number from ");
+        hak_write_str(2, min);
+        hak_write_str(2, " to ");
+        hak_write_str(2, max);
+        hak_write_str(2, " (");
+        hak_write_str(2, o->unit);
+        hak_write_str(2, "); using ");
+        hak_write_str(2, def);
+    } else if (o->kind == OPT_WORD) {
+        hak_write_str(2, "' is not one of ");
+        hak_write_str(2, o->unit);
+        hak_write_str(2, "; using ");
+        hak_write_str(2, pagerd_words[o->def]);
+    } else {
+        hak_write_str(2, "' is empty or too long; using ");
+        hak_write_str(2, o->path_def);
+    }
     hak_write_str(2, "\n");
 }
 
@@ -65,14 +113,12 @@ void hak_options_init(void)
 {
     for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
         const struct option_def *o = &options[i];
-        const char *text = getenv(o->name);
-        uint64_t v;
-        *o->value = o->def;
-        if (!text)
-            continue;
-        if (parse_u64(text, &v) && v >= o->min && v <= o->max)
-            *o->value = v;
+        if (o->kind == OPT_PATH)
+            strcpy(o->path, o->path_def);
         else
+            *o->value = o->def;
+        const char *text = getenv(o->name);
+        if (text && !parse(o, text))
             warn_bad(o, text);
     }
 }

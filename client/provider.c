@@ -5,13 +5,30 @@
 
 static _Atomic uint64_t acquired[2], released[2], fallbacks;
 
+/* The daemon first, when there is one; the embedded provider for the rest
+ * at once. A SuperSlab keeps the provider tag of its origin even when it is
+ * recycled in-process, so it can go back to the daemon later. */
 unsigned hak_provision_acquire(uint32_t *out, unsigned want)
 {
-    unsigned got = hak_embedded_provider.acquire(out, want);
-    for (unsigned i = 0; i < got; i++)
-        hak_cold(out[i])->provider = HAK_PROV_EMBEDDED;
-    atomic_fetch_add_explicit(&acquired[HAK_PROV_EMBEDDED], got, HAK_RELAXED);
-    return got;
+    bool tried;
+    unsigned from_daemon = hak_pagerd_acquire(out, want, &tried);
+    for (unsigned i = 0; i < from_daemon; i++)
+        hak_cold(out[i])->provider = HAK_PROV_PAGERD;
+    atomic_fetch_add_explicit(&acquired[HAK_PROV_PAGERD], from_daemon, HAK_RELAXED);
+    if (from_daemon == want)
+        return want;
+    if (tried)
+        atomic_fetch_add_explicit(&fallbacks, 1, HAK_RELAXED);
+    uint32_t *rest = out + from_daemon;
+    unsigned got = hak_embedded_provider.acquire(rest, want - from_daemon);
+    for (unsigned i = 0; i < got; i++) {
+        uint32_t idx = rest[i];
+        if (hak_cold(idx)->provider == HAK_PROV_PAGERD)
+            atomic_fetch_add_explicit(&acquired[HAK_PROV_PAGERD], 1, HAK_RELAXED);
+        else
+            atomic_fetch_add_explicit(&acquired[HAK_PROV_EMBEDDED], 1, HAK_RELAXED);
+    }
+    return from_daemon + got;
 }
 
 void hak_provision_release(uint32_t idx)
@@ -21,6 +38,8 @@ void hak_provision_release(uint32_t idx)
     unsigned prov = ss->provider;
     atomic_store(&hak_hot(idx)->owner, HAK_OWNER_FREE);
     atomic_fetch_add_explicit(&released[prov], 1, HAK_RELAXED);
+    if (prov == HAK_PROV_PAGERD && hak_pagerd_release(idx))
+        return;
     hak_embedded_provider.release(idx);
 }
 
@@ -38,6 +57,20 @@ void hak_provision_stats(struct hak_provision_stats *out)
     out->fallbacks = atomic_load_explicit(&fallbacks, HAK_RELAXED);
 }
 
-void hak_provision_fork_prepare(void) { hak_lock(hak_embedded_lock()); }
-void hak_provision_fork_parent(void) { hak_unlock(hak_embedded_lock()); }
-void hak_provision_fork_child(void) { hak_lock_reset(hak_embedded_lock()); }
+void hak_provision_fork_prepare(void)
+{
+    hak_pagerd_fork_prepare();
+    hak_lock(hak_embedded_lock());
+}
+
+void hak_provision_fork_parent(void)
+{
+    hak_unlock(hak_embedded_lock());
+    hak_pagerd_fork_parent();
+}
+
+void hak_provision_fork_child(void)
+{
+    hak_lock_reset(hak_embedded_lock());
+    hak_pagerd_fork_child();
+}

@@ -5,7 +5,10 @@
  * returned SuperSlabs on a dirty list (pages still resident, newest first,
  * reused first) and purges them to the OS once they have been idle for
  * HAKMEM_DECAY_MS. Purged and never-used SuperSlabs wait on a clean list.
- * The lock is taken once per SuperSlab batch, never per block refill. */
+ * The lock is taken once per SuperSlab batch, never per block refill.
+ * SuperSlabs from the daemon that cannot go back to it (the return ring is
+ * full, the daemon is gone, or a fork made them private) are recycled here
+ * too; their pages are released the way their mapping needs. */
 #include "internal.h"
 
 #define BATCH_MIN 4u
@@ -82,7 +85,8 @@ static size_t purge(uint64_t now, bool force)
         if (!force && now - hak_cold(idx)->idle_since_ns < decay)
             break;
         dirty_unlink(idx);
-        hak_os_decommit(hak_ss_addr(idx), HAK_SS_SIZE);
+        if (!hak_pagerd_decommit(idx))
+            hak_os_decommit(hak_ss_addr(idx), HAK_SS_SIZE);
         clean_push(idx);
         emb.purged++;
         bytes += HAK_SS_SIZE;
@@ -101,8 +105,10 @@ static bool extend(unsigned want)
         return false;
     if (hak_os_commit(hak_ss_addr(first), (size_t)n << HAK_SS_SHIFT) != 0)
         return false; /* the indices stay unused; the commit limit is reached */
-    for (uint32_t i = n; i-- > 0;)
+    for (uint32_t i = n; i-- > 0;) {
+        hak_arena_ss_init(first + i);
         clean_push(first + i);
+    }
     emb.extends++;
     if (emb.next_batch < BATCH_MAX)
         emb.next_batch *= 2;

@@ -1,0 +1,468 @@
+/* The pagerd provider: SuperSlabs pre-faulted by hakmem-pagerd in a shared
+ * file, popped from the fill ring of the node the thread runs on.
+ *
+ * A pop is a CAS on the ring's head: no system call, no lock. Everything
+ * slow (connecting, noticing a lost daemon, reconnecting with backoff,
+ * pushing emptied SuperSlabs back) happens outside that path, and every
+ * failure means the embedded provider serves the request instead.
+ *
+ * A session is one connection and its file. Its SuperSlab area is mapped
+ * once, MAP_SHARED, into the arena. When the daemon goes away the session
+ * stays mapped (the client's data lives there) but is no longer popped from;
+ * its SuperSlabs are then recycled in-process like embedded ones.
+ *
+ * fork: MAP_SHARED memory would stay shared between parent and child. In
+ * the prepare handler every session's SuperSlab area is remapped
+ * MAP_PRIVATE | MAP_FIXED from the same file offsets: the file holds every
+ * byte written so far, so nothing is lost, and from then on the area is
+ * ordinary copy-on-write memory in both processes. Such a session is never
+ * returned to the daemon; its pages written after the fork exist twice (the
+ * file's copy and the private one) until the process exits. Both processes
+ * get new SuperSlabs from a fresh session. */
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define MAX_SESSIONS 64
+#define IO_TIMEOUT_MS 200
+#define BACKOFF_MIN_NS (100ull * 1000000)
+#define BACKOFF_MAX_NS (5000ull * 1000000)
+#define LIVENESS_EVERY_NS (50ull * 1000000)
+#define HEARTBEAT_STALE_NS (3000ull * 1000000)
+
+struct session {
+    int sock;                    /* -1 once closed */
+    int memfd;
+    struct hak_shm_ctrl *ctrl;   /* control area, NULL once unmapped */
+    struct hak_shm_layout layout;
+    uint32_t base;               /* arena index of the file's first SuperSlab */
+    uint32_t ncpus;              /* validated copy of ctrl->ncpus */
+    uint64_t id;
+    _Atomic uint64_t *held;      /* bitmap: SuperSlabs in our hands */
+    _Atomic int live;            /* rings in use */
+    bool private_copy;           /* remapped MAP_PRIVATE at a fork */
+    uint64_t hb_value, hb_seen_ns, next_check_ns; /* liveness, under pd.lock */
+};
+
+static struct {
+    hak_lock_t lock; /* connect, loss, return pushes, fork */
+    struct session s[MAX_SESSIONS];
+    _Atomic unsigned n;
+    _Atomic(struct session *) cur; /* session popped from; NULL if none */
+    uint64_t next_attempt_ns, backoff_ns;
+    bool warned;
+} pd = {.lock = HAK_LOCK_INIT};
+
+/* Only HAKMEM_PAGERD=on asked for the daemon; in auto mode falling back
+ * quietly is the expected behaviour, unless the daemon misbehaves. */
+static void warn_once(const char *what, const char *detail)
+{
+    if (pd.warned)
+        return;
+    pd.warned = true;
+    hak_write_str(2, "hakmem: pagerd: ");
+    hak_write_str(2, what);
+    if (detail) {
+        hak_write_str(2, ": ");
+        hak_write_str(2, detail);
+    }
+    hak_write_str(2, "; using in-process provisioning\n");
+}
+
+static struct hak_shm_fill_ring *fill_ring(struct session *s, unsigned node)
+{
+    return (struct hak_shm_fill_ring *)((char *)s->ctrl + hak_shm_fill_ring_offset(node));
+}
+
+static struct hak_shm_return_ring *return_ring(struct session *s)
+{
+    return (struct hak_shm_return_ring *)((char *)s->ctrl + hak_shm_return_ring_offset(s->layout.nnodes));
+}
+
+/* ---- connecting ---- */
+
+static int open_socket(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len >= sizeof sa.sun_path)
+        return -1;
+    memcpy(sa.sun_path, path, len + 1);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {0, IO_TIMEOUT_MS * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Send hello, receive welcome and the memfd. Returns the memfd or -1. */
+static int handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w)
+{
+    struct hak_msg_hello hello;
+    memset(&hello, 0, sizeof hello);
+    hak_msg_init(&hello.hdr, HAK_MSG_HELLO, sizeof hello);
+    hello.capacity = capacity;
+    if (send(sock, &hello, sizeof hello, MSG_NOSIGNAL) != (ssize_t)sizeof hello)
+        return -1;
+    union {
+        struct hak_msg_welcome welcome;
+        struct hak_msg_refuse refuse;
+        char raw[256];
+    } buf;
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {&buf, sizeof buf};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    int memfd = -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+            memcpy(&memfd, CMSG_DATA(c), sizeof(int));
+    unsigned type = n > 0 ? hak_msg_check(&buf, (size_t)n) : 0;
+    if (type == HAK_MSG_WELCOME && memfd >= 0 && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        *w = buf.welcome;
+        return memfd;
+    }
+    if (memfd >= 0)
+        close(memfd);
+    if (type == HAK_MSG_REFUSE) {
+        buf.refuse.reason[sizeof buf.refuse.reason - 1] = 0;
+        warn_once("the daemon refused the connection", buf.refuse.reason);
+    } else {
+        warn_once("bad or missing reply from the daemon", NULL);
+    }
+    return -1;
+}
+
+/* Check everything the daemon told us before we map or trust it. */
+static bool layout_ok(const struct hak_msg_welcome *w, uint32_t asked, int memfd)
+{
+    struct hak_shm_layout want;
+    const struct hak_shm_layout *got = &w->layout;
+    if (got->capacity > asked || !hak_shm_layout_compute(got->nnodes, got->capacity, &want) ||
+        !hak_shm_layout_equal(&want, got))
+        return false;
+    struct stat st;
+    int seals = fcntl(memfd, F_GET_SEALS);
+    return fstat(memfd, &st) == 0 && (uint64_t)st.st_size >= got->file_size && seals >= 0 &&
+           (seals & F_SEAL_SHRINK);
+}
+
+static bool ctrl_ok(const struct hak_shm_ctrl *c, const struct hak_shm_layout *l)
+{
+    return c->magic == HAK_SHM_MAGIC && c->version == HAK_SHM_VERSION && hak_shm_layout_equal(&c->layout, l) &&
+           c->ncpus >= 1 && c->ncpus <= HAK_SHM_MAX_CPUS;
+}
+
+/* Map the file: control area anywhere, SuperSlab area into the arena. */
+static bool map_session(struct session *s)
+{
+    const struct hak_shm_layout *l = &s->layout;
+    s->ctrl = mmap(NULL, l->ctrl_size, PROT_READ | PROT_WRITE, MAP_SHARED, s->memfd, 0);
+    if (s->ctrl == MAP_FAILED) {
+        s->ctrl = NULL;
+        return false;
+    }
+    if (!ctrl_ok(s->ctrl, l))
+        return false;
+    s->ncpus = s->ctrl->ncpus;
+    /* Never let sessions take more than half of the arena: embedded
+     * provisioning must always find room. */
+    uint32_t cursor = __atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE);
+    if ((uint64_t)cursor + l->capacity > hak_arena.nss_max / 2)
+        return false;
+    s->base = hak_arena_extend(l->capacity);
+    if (s->base == HAK_NO_SS)
+        return false;
+    void *at = hak_ss_addr(s->base);
+    size_t len = (size_t)l->capacity << HAK_SS_SHIFT;
+    if (mmap(at, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, s->memfd, (off_t)l->ss_offset) != at)
+        return false; /* the range stays reserved and unused */
+    s->held = hak_os_map(((size_t)l->capacity + 63) / 64 * 8);
+    return s->held != NULL;
+}
+
+static void close_session_io(struct session *s)
+{
+    if (s->sock >= 0) {
+        close(s->sock);
+        s->sock = -1;
+    }
+    if (s->ctrl) {
+        munmap(s->ctrl, s->layout.ctrl_size);
+        s->ctrl = NULL;
+    }
+}
+
+/* pd.lock held */
+static void try_connect(void)
+{
+    unsigned n = atomic_load(&pd.n);
+    if (n == MAX_SESSIONS)
+        return;
+    if (access(hak_opt.pagerd_socket, F_OK) != 0) {
+        if (hak_opt.pagerd == HAK_PAGERD_ON)
+            warn_once("no daemon socket at", hak_opt.pagerd_socket);
+        return;
+    }
+    struct session *s = &pd.s[n];
+    memset(s, 0, sizeof *s);
+    s->sock = open_socket(hak_opt.pagerd_socket);
+    s->memfd = -1;
+    if (s->sock < 0) {
+        warn_once("cannot connect to", hak_opt.pagerd_socket);
+        return;
+    }
+    uint32_t asked = (uint32_t)hak_opt.pagerd_capacity_mb;
+    struct hak_msg_welcome w;
+    s->memfd = handshake(s->sock, asked, &w);
+    if (s->memfd >= 0) {
+        s->layout = w.layout;
+        s->id = w.session;
+        if (layout_ok(&w, asked, s->memfd) && map_session(s)) {
+            s->hb_value = atomic_load_explicit(&s->ctrl->heartbeat, HAK_RELAXED);
+            s->hb_seen_ns = hak_now_ns();
+            atomic_store(&s->live, 1);
+            atomic_store(&pd.n, n + 1);
+            atomic_store(&pd.cur, s);
+            pd.warned = false;
+            return;
+        }
+        warn_once("the daemon sent a layout that does not check out", NULL);
+    }
+    close_session_io(s);
+    if (s->memfd >= 0)
+        close(s->memfd);
+}
+
+static void maybe_connect(void)
+{
+    if (hak_opt.pagerd == HAK_PAGERD_OFF || !hak_lock_try(&pd.lock))
+        return;
+    uint64_t now = hak_now_ns();
+    if (!atomic_load(&pd.cur) && now >= pd.next_attempt_ns) {
+        try_connect();
+        if (atomic_load(&pd.cur)) {
+            pd.backoff_ns = 0;
+        } else {
+            pd.backoff_ns = pd.backoff_ns ? pd.backoff_ns * 2 : BACKOFF_MIN_NS;
+            if (pd.backoff_ns > BACKOFF_MAX_NS)
+                pd.backoff_ns = BACKOFF_MAX_NS;
+            pd.next_attempt_ns = now + pd.backoff_ns;
+        }
+    }
+    hak_unlock(&pd.lock);
+}
+
+/* ---- losing the daemon ---- */
+
+/* pd.lock held. The file stays mapped: our data lives in it. SuperSlabs
+ * still waiting in the rings are punched, since nobody will pop them. */
+static void lose_session(struct session *s, const char *why)
+{
+    if (!atomic_exchange(&s->live, 0))
+        return;
+    struct session *expected = s;
+    atomic_compare_exchange_strong(&pd.cur, &expected, NULL);
+    for (unsigned node = 0; s->ctrl && node < s->layout.nnodes; node++) {
+        uint64_t off;
+        while (hak_fill_ring_pop(fill_ring(s, node), &off) == 1)
+            if (off >= s->layout.ss_offset && off < s->layout.file_size && !((off - s->layout.ss_offset) & (HAK_SS_SIZE - 1)))
+                madvise(hak_ss_addr(s->base + (uint32_t)((off - s->layout.ss_offset) >> HAK_SS_SHIFT)), HAK_SS_SIZE,
+                        MADV_REMOVE);
+    }
+    close_session_io(s);
+    pd.next_attempt_ns = hak_now_ns() + BACKOFF_MIN_NS;
+    pd.backoff_ns = BACKOFF_MIN_NS;
+    if (hak_opt.pagerd == HAK_PAGERD_ON)
+        warn_once("lost the daemon", why);
+}
+
+/* After an empty ring: is the daemon still there? Cheap checks first, at
+ * most every LIVENESS_EVERY_NS. */
+static void check_liveness(struct session *s)
+{
+    if (!hak_lock_try(&pd.lock))
+        return;
+    uint64_t now = hak_now_ns();
+    if (atomic_load(&s->live) && now >= s->next_check_ns) {
+        s->next_check_ns = now + LIVENESS_EVERY_NS;
+        uint64_t hb = atomic_load_explicit(&s->ctrl->heartbeat, HAK_RELAXED);
+        char c;
+        ssize_t r = recv(s->sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            lose_session(s, "connection closed");
+        else if (hb != s->hb_value) {
+            s->hb_value = hb;
+            s->hb_seen_ns = now;
+        } else if (now - s->hb_seen_ns > HEARTBEAT_STALE_NS) {
+            lose_session(s, "no heartbeat");
+        }
+    }
+    hak_unlock(&pd.lock);
+}
+
+/* ---- the provider ---- */
+
+static struct session *session_of(uint32_t idx)
+{
+    unsigned n = atomic_load(&pd.n);
+    for (unsigned i = 0; i < n; i++) {
+        struct session *s = &pd.s[i];
+        if (idx - s->base < s->layout.capacity)
+            return s;
+    }
+    return NULL;
+}
+
+static unsigned current_node(struct session *s)
+{
+    int cpu = sched_getcpu();
+    if (cpu < 0 || (unsigned)cpu >= s->ncpus)
+        return 0;
+    unsigned node = __atomic_load_n(&s->ctrl->cpu_node[cpu], __ATOMIC_RELAXED);
+    return node < s->layout.nnodes ? node : 0;
+}
+
+/* Validate a popped offset and take the SuperSlab. */
+static bool take(struct session *s, uint64_t off, uint32_t *idx)
+{
+    const struct hak_shm_layout *l = &s->layout;
+    if (off < l->ss_offset || off >= l->file_size || ((off - l->ss_offset) & (HAK_SS_SIZE - 1)))
+        return false;
+    uint32_t i = (uint32_t)((off - l->ss_offset) >> HAK_SS_SHIFT);
+    uint64_t bit = 1ull << (i & 63);
+    if (atomic_fetch_or(&s->held[i / 64], bit) & bit)
+        return false; /* handed to us twice */
+    *idx = s->base + i;
+    if (hak_cold(*idx)->state == HAK_SS_UNUSED)
+        hak_arena_ss_init(*idx);
+    hak_cold(*idx)->state = HAK_SS_OWNED;
+    return true;
+}
+
+unsigned hak_pagerd_acquire(uint32_t *out, unsigned want, bool *tried)
+{
+    *tried = false;
+    if (hak_opt.pagerd == HAK_PAGERD_OFF)
+        return 0;
+    struct session *s = atomic_load(&pd.cur);
+    if (!s) {
+        maybe_connect();
+        if (!(s = atomic_load(&pd.cur)))
+            return 0;
+    }
+    *tried = true;
+    struct hak_shm_fill_ring *r = fill_ring(s, current_node(s));
+    unsigned got = 0;
+    while (got < want) {
+        uint64_t off;
+        int rc = hak_fill_ring_pop(r, &off);
+        if (rc == 0)
+            break;
+        if (rc < 0 || !take(s, off, &out[got])) {
+            hak_lock(&pd.lock);
+            lose_session(s, "the daemon broke the fill ring");
+            hak_unlock(&pd.lock);
+            break;
+        }
+        got++;
+    }
+    if (got)
+        atomic_fetch_add_explicit(&s->ctrl->c_pops, got, HAK_RELAXED);
+    if (got < want && atomic_load(&s->live)) {
+        atomic_fetch_add_explicit(&s->ctrl->c_fallbacks, 1, HAK_RELAXED);
+        check_liveness(s);
+    }
+    return got;
+}
+
+/* An empty SuperSlab of a live session goes back to the daemon. Returns
+ * false if it is not the daemon's to take (then the caller keeps it). */
+bool hak_pagerd_release(uint32_t idx)
+{
+    struct session *s = session_of(idx);
+    if (!s || !atomic_load(&s->live))
+        return false;
+    uint32_t i = idx - s->base;
+    bool pushed = false;
+    hak_lock(&pd.lock);
+    if (atomic_load(&s->live)) {
+        pushed = hak_return_ring_push(return_ring(s), s->layout.ss_offset + ((uint64_t)i << HAK_SS_SHIFT));
+        if (pushed) {
+            atomic_fetch_and(&s->held[i / 64], ~(1ull << (i & 63)));
+            atomic_fetch_add_explicit(&s->ctrl->c_returns, 1, HAK_RELAXED);
+            hak_cold(idx)->state = HAK_SS_CLEAN; /* the daemon's again */
+        }
+    }
+    hak_unlock(&pd.lock);
+    return pushed;
+}
+
+/* Release the pages of an idle SuperSlab that came from the daemon and is
+ * kept in-process: punch them out of a shared file, or drop the private
+ * copies of a session detached at fork. Returns false for other SuperSlabs. */
+bool hak_pagerd_decommit(uint32_t idx)
+{
+    struct session *s = session_of(idx);
+    if (!s)
+        return false;
+    madvise(hak_ss_addr(idx), HAK_SS_SIZE, s->private_copy ? MADV_DONTNEED : MADV_REMOVE);
+    return true;
+}
+
+/* ---- fork ---- */
+
+void hak_pagerd_fork_prepare(void)
+{
+    hak_lock(&pd.lock);
+    unsigned n = atomic_load(&pd.n);
+    for (unsigned i = 0; i < n; i++) {
+        struct session *s = &pd.s[i];
+        if (s->private_copy || !s->held)
+            continue;
+        void *at = hak_ss_addr(s->base);
+        size_t len = (size_t)s->layout.capacity << HAK_SS_SHIFT;
+        if (mmap(at, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, s->memfd, (off_t)s->layout.ss_offset) != at)
+            hak_fatal("fork: cannot make the daemon's shared memory private");
+        s->private_copy = true;
+        atomic_store(&s->live, 0);
+    }
+    atomic_store(&pd.cur, NULL);
+}
+
+/* Both sides: the detached sessions stop talking to the daemon (closing
+ * the parent's socket tells it to release its books); the next SuperSlab
+ * need opens a fresh session. */
+static void after_fork(void)
+{
+    unsigned n = atomic_load(&pd.n);
+    for (unsigned i = 0; i < n; i++)
+        close_session_io(&pd.s[i]);
+    pd.next_attempt_ns = 0;
+    pd.backoff_ns = 0;
+}
+
+void hak_pagerd_fork_parent(void)
+{
+    after_fork();
+    hak_unlock(&pd.lock);
+}
+
+void hak_pagerd_fork_child(void)
+{
+    after_fork();
+    hak_lock_reset(&pd.lock);
+}
