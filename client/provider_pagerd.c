@@ -444,15 +444,16 @@ void hak_pagerd_fork_prepare(void)
 }
 
 /* Both sides: the detached sessions stop talking to the daemon (closing
- * the parent's socket tells it to release its books); the next SuperSlab
- * need opens a fresh session. */
+ * the parent's socket tells it to release its books); a SuperSlab needed
+ * later opens a fresh session, but not at once: a process that forks in a
+ * loop (a shell) would otherwise pay a handshake per fork. */
 static void after_fork(void)
 {
     unsigned n = atomic_load(&pd.n);
     for (unsigned i = 0; i < n; i++)
         close_session_io(&pd.s[i]);
-    pd.next_attempt_ns = 0;
-    pd.backoff_ns = 0;
+    pd.backoff_ns = BACKOFF_MIN_NS;
+    pd.next_attempt_ns = hak_now_ns() + pd.backoff_ns;
 }
 
 void hak_pagerd_fork_parent(void)
