@@ -78,3 +78,4 @@ demo: $(BUILD)/demo
 
 clean:
 	rm -rf build build-debug
+include bench/bench.mk
