@@ -33,7 +33,7 @@ CPUS = os.cpu_count() or 1
 
 # Parameters per mode. {T}: the number of CPUs; {S}: seconds per run.
 MODES = {
-    "quick": {"reps": 3, "S": 0.5, "churn_threads": 10000, "gib": 0.5, "timeout": 60},
+    "quick": {"reps": 3, "S": 0.8, "churn_threads": 10000, "gib": 0.5, "timeout": 60},
     "full": {"reps": 5, "S": 3.0, "churn_threads": 20000, "gib": 1.0, "timeout": 300},
 }
 
@@ -116,8 +116,8 @@ def apt_install(pkgs):
     return ok
 
 
-def load_allocators(build):
-    with open(os.path.join(REPO, "bench", "allocators.json")) as f:
+def load_allocators(path, build):
+    with open(path) as f:
         allocs = json.load(f)
     subst = {"repo": REPO, "build": build}
     for a in allocs:
@@ -169,10 +169,14 @@ def load_matplotlib():
 # ---------------------------------------------------------------- running
 
 def run_cmds(cmds, env, what):
+    """Run an allocator's setup or teardown commands; their output is shown
+    only when one fails."""
     for c in cmds:
-        r = subprocess.run(c, shell=True, cwd=REPO, env=env)
+        r = subprocess.run(c, shell=True, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
-            return f"{what} command failed ({r.returncode}): {c}"
+            tail = r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else []
+            return f"{what} command failed ({r.returncode}): {c}" + (f": {tail[0][:200]}" if tail else "")
     return None
 
 
@@ -325,7 +329,7 @@ def best_peer_name(w, allocs, summ):
 def print_tables(workloads, allocs, summ, mode, reps):
     ours = [a for a in allocs if not a["peer"]]
     cw = max(13, max(len(a["name"]) for a in allocs) + 1)
-    rw = 16
+    rw = max([16] + [len(a["name"]) + 9 for a in ours])
     nw = max(16, max(len(w["name"]) for w in workloads) + 1)
 
     say("")
@@ -419,12 +423,23 @@ def write_chart(plt, path, workloads, allocs, summ, title):
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(10, 1.1 * len(names) + 3), 9), sharex=True)
     for i, a in enumerate(allocs):
         xs = [k + (i - (n - 1) / 2) * width for k in range(len(names))]
-        rel = [summ[(w["name"], a["name"])].get("rel") or 0 for w in workloads]
+        rel, lo, hi = [], [], []
+        for w in workloads:
+            s = summ[(w["name"], a["name"])]
+            r = s.get("rel") or 0
+            rel.append(r)
+            if r:  # the min-max spread of the runs, on the same scale
+                worst, best = (s["min"], s["max"]) if w["higher_better"] else (s["max"], s["min"])
+                lo.append(r - r * worst / s["median"] if w["higher_better"] else r - r * s["median"] / worst)
+                hi.append(r * best / s["median"] - r if w["higher_better"] else r * s["median"] / best - r)
+            else:
+                lo.append(0)
+                hi.append(0)
         rss = [summ[(w["name"], a["name"])].get("rss", 0) / 1024 for w in workloads]
-        ax1.bar(xs, rel, width, label=a["name"])
+        ax1.bar(xs, rel, width, label=a["name"], yerr=[lo, hi], capsize=2, error_kw={"elinewidth": 0.8})
         ax2.bar(xs, rss, width, label=a["name"])
     ax1.axhline(1.0, color="black", linewidth=0.8)
-    ax1.set_ylabel("throughput / best peer\n(growth: best peer time / time)")
+    ax1.set_ylabel("throughput / best peer (median)\n(growth: best peer time / time)\nwhiskers: min-max of the runs")
     ax1.set_title(title)
     ax1.legend(ncol=n, fontsize="small")
     ax1.grid(axis="y", alpha=0.3)
@@ -451,7 +466,10 @@ def main():
     ap.add_argument("--allocators", help="comma-separated allocators (see --list)")
     ap.add_argument("--reps", type=int, help="repetitions (overrides the mode's)")
     ap.add_argument("--seconds", type=float, help="seconds per timed run (overrides the mode's)")
+    ap.add_argument("--timeout", type=float, help="seconds before a run is killed (default: 60 quick, 300 full)")
     ap.add_argument("--threads", type=int, default=CPUS, help=f"threads of the MT workloads (default: CPUs, {CPUS})")
+    ap.add_argument("--config", default=os.path.join(REPO, "bench", "allocators.json"),
+                    help="allocator list (default: bench/allocators.json)")
     ap.add_argument("--build", default="build", help="build directory (default: build)")
     ap.add_argument("--no-build", action="store_true", help="do not run make first")
     ap.add_argument("--out", help="results directory (default: bench/results/<timestamp>)")
@@ -467,11 +485,13 @@ def main():
         if args.seconds <= 0:
             ap.error("--seconds must be positive")
         cfg["S"] = args.seconds
+    if args.timeout is not None:
+        cfg["timeout"] = args.timeout
     if args.threads < 1:
         ap.error("--threads must be at least 1")
     build = args.build if os.path.isabs(args.build) else os.path.join(REPO, args.build)
 
-    allocs = load_allocators(build)
+    allocs = load_allocators(args.config, build)
     if args.list:
         say("workloads:")
         for w in WORKLOADS:
@@ -577,10 +597,10 @@ def main():
                         f.flush()
                         if r["status"] == "ok" and val:
                             shown = f"{float(val) * w['scale']:.2f} {w['unit']}"
+                            rss = f"{int(r['rusage']['maxrss_kb']) / 1024:.1f} MiB"
                         else:
                             shown = "FAILED: " + r["status"]
-                        rkb = r["rusage"].get("maxrss_kb")
-                        rss = f"{int(rkb) / 1024:.1f} MiB" if rkb else ""
+                            rss = ""
                         say(f"[{k:>4}/{total}] rep {rep} {w['name']:<16} {a['name']:<14} {shown:<22} {rss}")
         except KeyboardInterrupt:
             say("interrupted: summarizing the runs done so far")
