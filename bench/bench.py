@@ -192,6 +192,19 @@ def parse_result(text):
     return None, None
 
 
+def cpu_busy_s():
+    """CPU time (all CPUs, seconds) spent by everything on the machine, from
+    /proc/stat: user, nice, system, irq, softirq and steal. The harness
+    compares its change over a run with the workload's own CPU time to see
+    how much other processes (or the hypervisor) took meanwhile."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
 def parse_kv(text):
     return dict(tok.split("=", 1) for tok in text.split() if "=" in tok)
 
@@ -206,7 +219,7 @@ def run_one(launch, argv, alloc, timeout):
     fields."""
     base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     base.update(alloc["env"])
-    res = {"status": "", "wall_s": "", "rusage": {}, "result": "", "fields": {}}
+    res = {"status": "", "wall_s": "", "rusage": {}, "other_cpu_s": "", "result": "", "fields": {}}
     err = run_cmds(alloc["setup"], base, "setup")
     if err:
         res["status"] = err
@@ -214,6 +227,7 @@ def run_one(launch, argv, alloc, timeout):
     pre = [f"LD_PRELOAD={alloc['preload']}"] if alloc.get("preload") else []
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errf, \
             tempfile.NamedTemporaryFile(prefix="rusage.", mode="r") as ruf:
+        busy0 = cpu_busy_s()
         t0 = time.monotonic()
         p = subprocess.Popen([launch, ruf.name] + pre + argv, stdout=out, stderr=errf, env=base,
                              cwd=REPO, start_new_session=True)
@@ -237,6 +251,7 @@ def run_one(launch, argv, alloc, timeout):
         finally:
             timer.cancel()
         res["wall_s"] = f"{time.monotonic() - t0:.3f}"
+        busy1 = cpu_busy_s()
         p.returncode = os.waitstatus_to_exitcode(wstatus)
         out.seek(0)
         errf.seek(0)
@@ -245,6 +260,9 @@ def run_one(launch, argv, alloc, timeout):
         ru = parse_kv(ruf.read())
     line, fields = parse_result(stdout)
     res["rusage"] = {k: ru[k] for k in RUSAGE_KEYS if k in ru}
+    if busy0 is not None and busy1 is not None and "utime_s" in ru:
+        own = float(ru["utime_s"]) + float(ru["stime_s"])
+        res["other_cpu_s"] = f"{max(0.0, busy1 - busy0 - own):.2f}"
     if timed_out.is_set():
         status = f"timeout after {timeout} s"
     elif "signal" in ru:
@@ -574,7 +592,8 @@ def main():
         say(f"note: load average {load[0]:.2f} before starting; other processes may disturb the results")
 
     runs = []
-    fixed = ["rep", "workload", "allocator", "status", "wall_s"] + RUSAGE_KEYS + ["metric", "value", "result"]
+    fixed = ["rep", "workload", "allocator", "status", "wall_s"] + RUSAGE_KEYS + ["other_cpu_s", "metric",
+                                                                                "value", "result"]
     launch = os.path.join(build, "bench", "launch")
     runs_path = os.path.join(out, "runs.csv")
     total = cfg["reps"] * len(workloads) * len(allocs)
@@ -593,7 +612,7 @@ def main():
                         val = r["fields"].get(w["metric"], "")
                         wr.writerow([rep, w["name"], a["name"], r["status"], r["wall_s"]]
                                     + [r["rusage"].get(x, "") for x in RUSAGE_KEYS]
-                                    + [w["metric"], val, r["result"]])
+                                    + [r["other_cpu_s"], w["metric"], val, r["result"]])
                         f.flush()
                         if r["status"] == "ok" and val:
                             shown = f"{float(val) * w['scale']:.2f} {w['unit']}"
@@ -615,6 +634,11 @@ def main():
         files.append("chart.png")
     failed = sum(1 for r in runs if r["status"] != "ok")
     say("")
+    other = sum(float(r["other_cpu_s"]) for r in runs if r["other_cpu_s"])
+    wall = sum(float(r["wall_s"]) for r in runs if r["wall_s"])
+    if wall > 0 and other / (wall * CPUS) > 0.05:
+        say(f"note: other processes (or the hypervisor) used {100 * other / (wall * CPUS):.0f}% of the CPU "
+            f"time during the runs (other_cpu_s in runs.csv): expect wider spreads")
     if failed:
         say(f"{failed} of {len(runs)} runs failed (see status in runs.csv)")
     say(f"results: {os.path.relpath(out, os.getcwd())}/ ({', '.join(files)}); "
