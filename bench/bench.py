@@ -448,8 +448,12 @@ def write_chart(plt, path, workloads, allocs, summ, title):
             rel.append(r)
             if r:  # the min-max spread of the runs, on the same scale
                 worst, best = (s["min"], s["max"]) if w["higher_better"] else (s["max"], s["min"])
-                lo.append(r - r * worst / s["median"] if w["higher_better"] else r - r * s["median"] / worst)
-                hi.append(r * best / s["median"] - r if w["higher_better"] else r * s["median"] / best - r)
+                if w["higher_better"]:
+                    low, high = r * worst / s["median"], r * best / s["median"]
+                else:
+                    low, high = r * s["median"] / worst, r * s["median"] / best
+                lo.append(max(0.0, r - low))
+                hi.append(max(0.0, high - r))
             else:
                 lo.append(0)
                 hi.append(0)
