@@ -52,16 +52,20 @@ static inline uint64_t rng_seed(uint64_t seed, uint64_t stream)
     return z ? z : 1;
 }
 
-/* Uniform in [0, n) without a division (multiply-high of 32 bits). */
-static inline uint32_t rng_below(uint64_t *s, uint32_t n)
+/* The helpers below turn 32 random bits into a value without a division
+ * (multiply-high). A hot loop draws 64 bits once and feeds each half to
+ * one of them, keeping the random-number cost per operation small. */
+
+/* Uniform in [0, n). */
+static inline uint32_t below32(uint32_t r, uint32_t n)
 {
-    return (uint32_t)(((rng_next(s) >> 32) * (uint64_t)n) >> 32);
+    return (uint32_t)(((uint64_t)r * n) >> 32);
 }
 
 /* Uniform in [lo, hi]. */
-static inline size_t rng_range(uint64_t *s, size_t lo, size_t hi)
+static inline size_t size_uniform(uint32_t r, size_t lo, size_t hi)
 {
-    return lo + rng_below(s, (uint32_t)(hi - lo + 1));
+    return lo + below32(r, (uint32_t)(hi - lo + 1));
 }
 
 static inline unsigned log2_floor(size_t v)
@@ -69,18 +73,34 @@ static inline unsigned log2_floor(size_t v)
     return 63u - (unsigned)__builtin_clzll((unsigned long long)v);
 }
 
-/* Log-uniform size in [lo, hi]: a power-of-two octave [2^e, 2^(e+1))
- * drawn uniformly among those overlapping [lo, hi), then a size uniform
- * within the octave, clamped to [lo, hi]. Each octave gets the same share
- * of draws. */
-static inline size_t rng_logsize(uint64_t *s, size_t lo, size_t hi)
+/* Log-uniform in [lo, hi]: a power-of-two octave [2^e, 2^(e+1)) drawn
+ * uniformly among those overlapping [lo, hi), then a size uniform within
+ * the octave (from the remainder of the first multiply), clamped to
+ * [lo, hi]. Each octave gets the same share of draws. */
+static inline size_t size_logu(uint32_t r, size_t lo, size_t hi)
 {
     if (lo >= hi)
         return lo;
     unsigned e0 = log2_floor(lo), e1 = log2_floor(hi - 1);
-    unsigned e = e0 + rng_below(s, e1 - e0 + 1);
-    size_t size = ((size_t)1 << e) + rng_below(s, (uint32_t)1 << e);
+    uint64_t t = (uint64_t)r * (e1 - e0 + 1);
+    unsigned e = e0 + (unsigned)(t >> 32);
+    size_t size = ((size_t)1 << e) + (size_t)(((t & 0xffffffffu) << e) >> 32);
     return size < lo ? lo : size > hi ? hi : size;
+}
+
+static inline uint32_t rng_below(uint64_t *s, uint32_t n)
+{
+    return below32((uint32_t)(rng_next(s) >> 32), n);
+}
+
+static inline size_t rng_range(uint64_t *s, size_t lo, size_t hi)
+{
+    return size_uniform((uint32_t)(rng_next(s) >> 32), lo, hi);
+}
+
+static inline size_t rng_logsize(uint64_t *s, size_t lo, size_t hi)
+{
+    return size_logu((uint32_t)(rng_next(s) >> 32), lo, hi);
 }
 
 static inline void *xmalloc(size_t size)

@@ -49,9 +49,10 @@ static void *chain_thread(void *arg)
             break;
         }
         for (size_t i = 0; i < n; i++) {
-            uint32_t k = rng_below(&rng, (uint32_t)n);
+            uint64_t x = rng_next(&rng);
+            uint32_t k = below32((uint32_t)(x >> 32), (uint32_t)n);
             free(slot[k]);
-            size_t size = rng_range(&rng, lo, hi);
+            size_t size = size_uniform((uint32_t)x, lo, hi);
             char *p = xmalloc(size);
             p[0] = (char)k;
             p[size - 1] = (char)i;

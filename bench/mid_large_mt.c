@@ -43,9 +43,10 @@ static void *worker_thread(void *arg)
 
     while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
         for (int i = 0; i < 64; i++) {
-            uint32_t k = rng_below(&rng, (uint32_t)n);
+            uint64_t x = rng_next(&rng);
+            uint32_t k = below32((uint32_t)(x >> 32), (uint32_t)n);
             free(slot[k]);
-            size_t size = rng_range(&rng, lo, hi);
+            size_t size = size_uniform((uint32_t)x, lo, hi);
             char *p = xmalloc(size);
             p[0] = (char)k;
             p[size - 1] = (char)i;
