@@ -579,11 +579,15 @@ def main():
     out = args.out or os.path.join(REPO, "bench", "results", stamp)
     os.makedirs(out, exist_ok=True)
     load = os.getloadavg()
+    b0 = cpu_busy_s()
+    time.sleep(1.0)
+    b1 = cpu_busy_s()
+    busy_before = (b1 - b0) / CPUS if b0 is not None and b1 is not None else None
     git = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True, text=True)
     meta = {
         "date": stamp, "mode": mode, "reps": cfg["reps"], "seconds": cfg["S"], "threads": args.threads,
         "cpus": CPUS, "kernel": platform.release(), "commit": git.stdout.strip(),
-        "loadavg_at_start": load, "command": sys.argv,
+        "loadavg_at_start": load, "cpu_busy_before_start": busy_before, "command": sys.argv,
         "allocators": [{**a, "package_versions": {p: dpkg_version(p) for p in a["apt"]}} for a in allocs],
         "workloads": [{"name": w["name"], "command": w["argv_text"]} for w in workloads],
     }
@@ -592,8 +596,9 @@ def main():
 
     say(f"mode {mode}: {cfg['reps']} reps x {len(workloads)} workloads x {len(allocs)} allocators, "
         f"{cfg['S']} s per timed run, {args.threads} threads on {CPUS} CPUs")
-    if load[0] > 0.5:
-        say(f"note: load average {load[0]:.2f} before starting; other processes may disturb the results")
+    if busy_before is not None and busy_before > 0.05:
+        say(f"note: the CPUs were {100 * busy_before:.0f}% busy in the second before starting; "
+            f"other processes may disturb the results")
 
     runs = []
     fixed = ["rep", "workload", "allocator", "status", "wall_s"] + RUSAGE_KEYS + ["other_cpu_s", "metric",
