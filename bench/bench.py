@@ -209,6 +209,10 @@ def parse_kv(text):
     return dict(tok.split("=", 1) for tok in text.split() if "=" in tok)
 
 
+# A run is marked disturbed when the rest of the machine used more than this
+# share of all CPUs while it ran.
+DISTURBED = 0.10
+
 RUSAGE_KEYS = ["maxrss_kb", "minflt", "utime_s", "stime_s", "nvcsw", "nivcsw"]
 
 
@@ -219,7 +223,8 @@ def run_one(launch, argv, alloc, timeout):
     fields."""
     base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     base.update(alloc["env"])
-    res = {"status": "", "wall_s": "", "rusage": {}, "other_cpu_s": "", "result": "", "fields": {}}
+    res = {"status": "", "wall_s": "", "rusage": {}, "other_cpu_s": "", "disturbed": "", "result": "",
+           "fields": {}}
     err = run_cmds(alloc["setup"], base, "setup")
     if err:
         res["status"] = err
@@ -262,7 +267,9 @@ def run_one(launch, argv, alloc, timeout):
     res["rusage"] = {k: ru[k] for k in RUSAGE_KEYS if k in ru}
     if busy0 is not None and busy1 is not None and "utime_s" in ru:
         own = float(ru["utime_s"]) + float(ru["stime_s"])
-        res["other_cpu_s"] = f"{max(0.0, busy1 - busy0 - own):.2f}"
+        other = max(0.0, busy1 - busy0 - own)
+        res["other_cpu_s"] = f"{other:.2f}"
+        res["disturbed"] = int(other > DISTURBED * float(res["wall_s"]) * CPUS)
     if timed_out.is_set():
         status = f"timeout after {timeout} s"
     elif "signal" in ru:
@@ -601,8 +608,8 @@ def main():
             f"other processes may disturb the results")
 
     runs = []
-    fixed = ["rep", "workload", "allocator", "status", "wall_s"] + RUSAGE_KEYS + ["other_cpu_s", "metric",
-                                                                                "value", "result"]
+    fixed = ["rep", "workload", "allocator", "status", "wall_s"] + RUSAGE_KEYS + ["other_cpu_s", "disturbed",
+                                                                                "metric", "value", "result"]
     launch = os.path.join(build, "bench", "launch")
     runs_path = os.path.join(out, "runs.csv")
     total = cfg["reps"] * len(workloads) * len(allocs)
@@ -621,7 +628,7 @@ def main():
                         val = r["fields"].get(w["metric"], "")
                         wr.writerow([rep, w["name"], a["name"], r["status"], r["wall_s"]]
                                     + [r["rusage"].get(x, "") for x in RUSAGE_KEYS]
-                                    + [r["other_cpu_s"], w["metric"], val, r["result"]])
+                                    + [r["other_cpu_s"], r["disturbed"], w["metric"], val, r["result"]])
                         f.flush()
                         if r["status"] == "ok" and val:
                             shown = f"{float(val) * w['scale']:.2f} {w['unit']}"
@@ -629,7 +636,8 @@ def main():
                         else:
                             shown = "FAILED: " + r["status"]
                             rss = ""
-                        say(f"[{k:>4}/{total}] rep {rep} {w['name']:<16} {a['name']:<14} {shown:<22} {rss}")
+                        mark = "  (disturbed: other processes busy)" if r["disturbed"] == 1 else ""
+                        say(f"[{k:>4}/{total}] rep {rep} {w['name']:<16} {a['name']:<14} {shown:<22} {rss}{mark}")
         except KeyboardInterrupt:
             say("interrupted: summarizing the runs done so far")
 
@@ -645,6 +653,12 @@ def main():
     say("")
     other = sum(float(r["other_cpu_s"]) for r in runs if r["other_cpu_s"])
     wall = sum(float(r["wall_s"]) for r in runs if r["wall_s"])
+    dist = [r for r in runs if r["disturbed"] == 1]
+    if dist:
+        say(f"note: {len(dist)} of {len(runs)} runs were disturbed (the rest of the machine used more than "
+            f"{DISTURBED:.0%} of the CPUs meanwhile; 'disturbed' in runs.csv): "
+            + ", ".join(f"{r['workload']}/{r['allocator']}/rep {r['rep']}" for r in dist[:8])
+            + (" ..." if len(dist) > 8 else ""))
     if wall > 0 and other / (wall * CPUS) > 0.05:
         say(f"note: other processes (or the hypervisor) used {100 * other / (wall * CPUS):.0f}% of the CPU "
             f"time during the runs (other_cpu_s in runs.csv): expect wider spreads")
