@@ -31,7 +31,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPUS = os.cpu_count() or 1
 
-# Parameters per mode. {T}: the number of CPUs; {S}: seconds per run.
+# Parameters per mode. In the workload arguments, {T} is --threads (default:
+# the number of CPUs), {P} = T/2 producer/consumer pairs (at least 1), {S}
+# seconds per timed run, {churn_threads} and {gib} as below.
 MODES = {
     "quick": {"reps": 3, "S": 0.8, "churn_threads": 10000, "gib": 0.5, "timeout": 60},
     "full": {"reps": 5, "S": 3.0, "churn_threads": 20000, "gib": 1.0, "timeout": 300},
