@@ -1,0 +1,29 @@
+# Benchmark suite; included by the top-level Makefile.
+#   make bench-bin    build the workload programs into $(BUILD)/bench/
+#   make bench        quick comparison against glibc, mimalloc, jemalloc, tcmalloc
+#   make bench-full   the same with longer runs and more repetitions
+# Extra harness options: make bench BENCH_ARGS='--only larson_tiny --reps 5'
+
+BUILD        ?= build
+PYTHON       ?= /usr/bin/python3
+BENCH_ARGS   ?=
+# Workloads use only the standard malloc API: the same binary runs under
+# every allocator through LD_PRELOAD, so they link nothing but pthreads.
+BENCH_CFLAGS := -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow \
+                -Wstrict-prototypes -Wmissing-prototypes $(CFLAGS)
+BENCH_SRC    := $(filter-out bench/demo.c,$(wildcard bench/*.c))
+BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: bench bench-full bench-bin
+
+bench-bin: $(BENCH_BIN)
+
+$(BUILD)/bench/%: bench/%.c bench/bench_util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< -lpthread
+
+bench:
+	$(PYTHON) bench/bench.py --quick --build $(BUILD) $(BENCH_ARGS)
+
+bench-full:
+	$(PYTHON) bench/bench.py --full --build $(BUILD) $(BENCH_ARGS)
