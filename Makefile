@@ -86,3 +86,4 @@ demo: $(BUILD)/demo
 
 clean:
 	rm -rf build build-debug
+-include pagerd/pagerd.mk
