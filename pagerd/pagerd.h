@@ -238,6 +238,7 @@ void ss_set_state(struct client *c, uint32_t idx, enum ss_state st);
 uint64_t ss_offset_of(const struct client *c, uint32_t idx);
 void ss_free_push(struct client *c, uint32_t idx);
 void client_error(struct client *c, const char *what, int err);
+bool pool_account_pops(struct client *c, uint32_t n);
 void pool_tick(uint64_t now);
 void pool_prefault_done(struct req *r, int res);
 

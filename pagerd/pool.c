@@ -146,7 +146,7 @@ static struct hak_shm_fill_ring *fill_ring(struct client *c, uint32_t node)
 /* The client's head moved: the SuperSlabs between our last view and it are
  * now in its hands. Which ones, our shadow says; the ring's slots are not
  * read back. A head outside [our head, our tail] is a lie. */
-static bool account_pops(struct client *c, uint32_t n)
+bool pool_account_pops(struct client *c, uint32_t n)
 {
     struct cnode *cn = &c->node[n];
     struct hak_shm_fill_ring *r = fill_ring(c, n);
@@ -297,7 +297,7 @@ static void adapt_watermark(struct client *c)
 static void client_tick(struct client *c, uint64_t now)
 {
     for (uint32_t n = 0; n < c->layout.nnodes; n++)
-        if (!account_pops(c, n))
+        if (!pool_account_pops(c, n))
             return;
     if (!reclaim_drain(c, now))
         return;

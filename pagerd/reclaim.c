@@ -72,6 +72,11 @@ static bool take_back(struct client *c, uint64_t off, uint64_t now)
         return false;
     }
     uint32_t idx = (uint32_t)((off - l->ss_offset) >> HAK_SHM_SS_SHIFT);
+    /* Popped and returned since this tick looked at the fill rings: the
+     * head that moved is visible now (the client advanced it before it
+     * published the return), so account again before judging. */
+    if (c->ss[idx].state == SS_RING && !pool_account_pops(c, c->ss[idx].node))
+        return false;
     if (c->ss[idx].state != SS_CLIENT) {
         session_drop(c, "returned offset %#llx not its own (%s)", (unsigned long long)off,
                      state_names[c->ss[idx].state]);

@@ -148,6 +148,34 @@ static void test_pop_write_return_status(void **state)
     daemon_stop(&d);
 }
 
+/* Popped and at once returned, as fast as possible: the daemon may see the
+ * return before it noticed the pop, and must not mistake that for a lie. */
+static void test_pop_return_churn(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_start(&d, FAST, "--tick-ms", "1");
+    struct tclient c;
+    assert_true(tc_open(&c, &d, 256));
+    uint64_t n = 0, end = mono_ms() + 300;
+    while (mono_ms() < end) {
+        uint64_t off = tc_pop(&c, (uint32_t)n % 2);
+        if (!off)
+            continue;
+        c.base[off] = (unsigned char)n;
+        while (!hak_return_ring_push(tc_ret(&c), off))
+            ;
+        n++;
+    }
+    assert_true(n > 100);
+    const struct hak_status_client *r = NULL;
+    assert_true(WAIT_FOR((get_status(&d, &st), (r = status_client(&st, c.session)) && r->returned == n), 2000));
+    assert_int_equal(r->held, 0);
+    assert_int_equal(log_count(&d, "dropped"), 0);
+    tc_close(&c);
+    daemon_stop(&d);
+}
+
 /* A returned SuperSlab whose reuse is not needed (rings at their fixed
  * watermark) is punched after the delay: the file loses its blocks and the
  * written pages are no longer resident. */
@@ -656,6 +684,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_capacity_clamped, pagerd_teardown),
         cmocka_unit_test_teardown(test_rings_filled_and_prefaulted, pagerd_teardown),
         cmocka_unit_test_teardown(test_pop_write_return_status, pagerd_teardown),
+        cmocka_unit_test_teardown(test_pop_return_churn, pagerd_teardown),
         cmocka_unit_test_teardown(test_reclaim_punches_after_delay, pagerd_teardown),
         cmocka_unit_test_teardown(test_warm_reuse_first, pagerd_teardown),
         cmocka_unit_test_teardown(test_hangup_releases, pagerd_teardown),
