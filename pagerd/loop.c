@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "pagerd.h"
 
@@ -23,7 +24,15 @@ static struct req tick_req = {.kind = REQ_TICK};
 static struct req signal_req = {.kind = REQ_SIGNAL};
 static struct __kernel_timespec tick_ts; /* read by the kernel at submission */
 static struct signalfd_siginfo siginfo;
-static struct req *req_pool;
+static struct req *req_pool; /* free requests */
+/* Requests come in chunks, freed together at exit (after the ring is gone,
+ * nothing can point at them). */
+#define REQ_CHUNK 64
+struct req_chunk {
+    struct req_chunk *next;
+    struct req r[REQ_CHUNK];
+};
+static struct req_chunk *req_chunks;
 static uint64_t accept_logged_ms;
 
 /* A submission entry; when the queue is full, what is in it is submitted
@@ -42,23 +51,29 @@ static struct io_uring_sqe *sqe_get(void)
     return sqe;
 }
 
-struct req *req_new(enum req_kind kind, struct client *c, uint32_t ss)
-{
-    struct req *r = req_pool;
-    if (r)
-        req_pool = r->next;
-    else if (!(r = malloc(sizeof *r)))
-        fatal("malloc");
-    *r = (struct req){.kind = kind, .client = c, .ss = ss};
-    if (c)
-        c->refs++;
-    return r;
-}
-
 static void req_put(struct req *r)
 {
     r->next = req_pool;
     req_pool = r;
+}
+
+struct req *req_new(enum req_kind kind, struct client *c, uint32_t ss)
+{
+    if (!req_pool) {
+        struct req_chunk *ch = malloc(sizeof *ch);
+        if (!ch)
+            fatal("malloc");
+        ch->next = req_chunks;
+        req_chunks = ch;
+        for (int i = 0; i < REQ_CHUNK; i++)
+            req_put(&ch->r[i]);
+    }
+    struct req *r = req_pool;
+    req_pool = r->next;
+    *r = (struct req){.kind = kind, .client = c, .ss = ss};
+    if (c)
+        c->refs++;
+    return r;
 }
 
 void loop_accept(void)
@@ -234,4 +249,11 @@ void loop_run(void)
 void loop_fini(void)
 {
     io_uring_queue_exit(&ring);
+    close(pd.signal_fd);
+    while (req_chunks) {
+        struct req_chunk *ch = req_chunks;
+        req_chunks = ch->next;
+        free(ch);
+    }
+    req_pool = NULL;
 }

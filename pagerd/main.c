@@ -19,6 +19,7 @@ struct pagerd pd = {
     .listen_fd = -1,
     .signal_fd = -1,
     .clients = TAILQ_HEAD_INITIALIZER(pd.clients),
+    .zombies = TAILQ_HEAD_INITIALIZER(pd.zombies),
 };
 
 uint64_t now_ms(void)
@@ -144,6 +145,7 @@ int main(int argc, char **argv)
     session_unlisten(pd.cfg.socket);
     session_close_all();
     loop_fini();
+    session_free_all();
     log_info("stop: %llu sessions served", (unsigned long long)pd.next_session);
     return 0;
 }

@@ -124,7 +124,7 @@ enum client_state {
 };
 
 struct client {
-    TAILQ_ENTRY(client) entry; /* pd.clients while not DEAD */
+    TAILQ_ENTRY(client) entry; /* pd.clients, or pd.zombies once DEAD */
     struct req rreq;           /* the receive in flight */
     int sock;
     int memfd;                 /* -1 until the session */
@@ -180,6 +180,7 @@ struct pagerd {
     uint8_t cpu_node[HAK_SHM_MAX_CPUS];
     struct node_stats nodes[HAK_SHM_MAX_NODES];
     struct clientlist clients; /* NEW and SESSION clients */
+    struct clientlist zombies; /* DEAD, waiting for their requests */
     uint32_t nconns;        /* clients in the list */
     uint32_t nsessions;     /* of which SESSION */
     uint64_t charged;       /* sum of client_charge() over sessions */
@@ -227,6 +228,7 @@ void session_received(struct client *c, int res);
 void session_drop(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void session_unref(struct client *c);
 void session_close_all(void);
+void session_free_all(void);
 bool session_reply(struct client *c, const void *msg, size_t len);
 
 /* pool.c */

@@ -17,7 +17,7 @@ $(BUILD)/obj/pagerd/%.o: pagerd/%.c pagerd/pagerd.h shm/hakmem_shm.h
 	$(CC) $(CSTD) $(WARN) $(OPT) -Ishm -Ipagerd $(CFLAGS) -c $< -o $@
 
 $(PAGERD_BIN): $(PAGERD_OBJ) $(SHM_OBJ)
-	$(CC) -o $@ $^ $(PAGERD_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PAGERD_LIBS)
 
 # The daemon's tests share a raw protocol client.
 $(BUILD)/tests/test_pagerd $(BUILD)/tests/test_pagerd_hostile: tests/pagerd_client.h

@@ -142,6 +142,7 @@ static void file_discard(struct client *c);
 /* Our records and mappings; the socket was shut down when the client died. */
 static void session_free(struct client *c)
 {
+    TAILQ_REMOVE(&pd.zombies, c, entry);
     file_discard(c);
     close(c->sock);
     free(c);
@@ -162,6 +163,7 @@ static void session_end(struct client *c)
         pd.nsessions--;
     }
     TAILQ_REMOVE(&pd.clients, c, entry);
+    TAILQ_INSERT_TAIL(&pd.zombies, c, entry);
     pd.nconns--;
     c->state = CL_DEAD;
     shutdown(c->sock, SHUT_RDWR);
@@ -198,6 +200,14 @@ void session_close_all(void)
     struct client *c;
     while ((c = TAILQ_FIRST(&pd.clients)))
         session_hangup(c, "daemon stopping");
+}
+
+/* At exit, once the ring is gone: no request can name a client any more. */
+void session_free_all(void)
+{
+    struct client *c;
+    while ((c = TAILQ_FIRST(&pd.zombies)))
+        session_free(c);
 }
 
 /* ---- replies ---- */
