@@ -182,8 +182,8 @@ static bool fill_push(struct client *c, uint32_t n, uint32_t idx)
 {
     struct cnode *cn = &c->node[n];
     struct hak_shm_fill_ring *r = fill_ring(c, n);
-    if (atomic_load_explicit(&r->tail.v, memory_order_relaxed) != cn->tail || cn->tail - cn->head >= HAK_SHM_FILL_SLOTS ||
-        !hak_fill_ring_push(r, ss_offset_of(c, idx))) {
+    uint32_t tail = atomic_load_explicit(&r->tail.v, memory_order_relaxed);
+    if (tail != cn->tail || cn->tail - cn->head >= HAK_SHM_FILL_SLOTS || !hak_fill_ring_push(r, ss_offset_of(c, idx))) {
         session_drop(c, "fill ring %u: indices corrupt", n);
         return false;
     }

@@ -527,47 +527,48 @@ static int run_daemon(const char *const *args, char *out, size_t cap)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+static char sock_path[96], out[4096];
+
+/* The daemon's exit status with these flags (after --foreground --socket). */
+#define RUN(...) run_daemon((const char *[]){"--foreground", "--socket", sock_path, __VA_ARGS__, NULL}, out, sizeof out)
+
 static void test_config_errors_exit_2(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/hakcfg-XXXXXX", cfg[64], sock[96], missing[96], out[4096];
+    char dir[] = "/tmp/hakcfg-XXXXXX", cfg[64], missing[96], want[128];
     assert_non_null(mkdtemp(dir));
     snprintf(cfg, sizeof cfg, "%s/bad.conf", dir);
-    snprintf(sock, sizeof sock, "%s/s", dir);
+    snprintf(sock_path, sizeof sock_path, "%s/s", dir);
     snprintf(missing, sizeof missing, "%s/missing.conf", dir);
 
     write_text(cfg, "tick_ms = 5\nno_such_key = 3\n");
-    assert_int_equal(run_daemon((const char *[]){"--foreground", "--socket", sock, "--config", cfg, NULL}, out, sizeof out), 2);
-    char want[128];
+    assert_int_equal(RUN("--config", cfg), 2);
     snprintf(want, sizeof want, "%s:2: unknown key 'no_such_key'", cfg);
     assert_non_null(strstr(out, want));
     assert_null(strchr(strchr(out, '\n') + 1, '\n')); /* one line */
 
     write_text(cfg, "\n\ntick_ms = fast\n");
-    assert_int_equal(run_daemon((const char *[]){"--foreground", "--socket", sock, "--config", cfg, NULL}, out, sizeof out), 2);
+    assert_int_equal(RUN("--config", cfg), 2);
     snprintf(want, sizeof want, "%s:3: bad value 'fast' for tick_ms", cfg);
     assert_non_null(strstr(out, want));
 
     write_text(cfg, "max_watermark = 257\n");
-    assert_int_equal(run_daemon((const char *[]){"--foreground", "--socket", sock, "--config", cfg, NULL}, out, sizeof out), 2);
+    assert_int_equal(RUN("--config", cfg), 2);
     assert_non_null(strstr(out, ":1: bad value '257' for max_watermark"));
 
     write_text(cfg, "just words\n");
-    assert_int_equal(run_daemon((const char *[]){"--foreground", "--socket", sock, "--config", cfg, NULL}, out, sizeof out), 2);
+    assert_int_equal(RUN("--config", cfg), 2);
     assert_non_null(strstr(out, ":1: expected key = value"));
 
-    assert_int_equal(run_daemon((const char *[]){"--foreground", "--socket", sock, "--config", missing, NULL}, out, sizeof out), 2);
+    assert_int_equal(RUN("--config", missing), 2); /* named, so it must exist */
     assert_non_null(strstr(out, "missing.conf"));
 
-    assert_int_equal(run_daemon((const char *[]){"--foreground", "--socket", sock, "--tick-ms", "0", NULL}, out, sizeof out), 2);
+    assert_int_equal(RUN("--tick-ms", "0"), 2);
     assert_non_null(strstr(out, "--tick-ms"));
-    assert_int_equal(run_daemon((const char *[]){"--foreground", "--socket", sock, "--log-level", "loud", NULL}, out, sizeof out), 2);
-    assert_int_equal(run_daemon((const char *[]){"--foreground", "--socket", sock, "--no-such-flag", NULL}, out, sizeof out), 2);
-    assert_int_equal(run_daemon((const char *[]){"--foreground", "--socket", sock, "--config", "/dev/null",
-                                                  "--min-watermark", "9", "--max-watermark", "8", NULL},
-                                out, sizeof out),
-                     2);
-    assert_int_equal(access(sock, F_OK), -1); /* never got as far as the socket */
+    assert_int_equal(RUN("--log-level", "loud"), 2);
+    assert_int_equal(RUN("--no-such-flag"), 2);
+    assert_int_equal(RUN("--config", "/dev/null", "--min-watermark", "9", "--max-watermark", "8"), 2);
+    assert_int_equal(access(sock_path, F_OK), -1); /* never got as far as the socket */
     unlink(cfg);
     rmdir(dir);
 }
@@ -577,7 +578,6 @@ static void test_config_errors_exit_2(void **state)
 static void test_stale_socket_and_second_daemon(void **state)
 {
     (void)state;
-    char out[4096];
     struct daemon live;
     daemon_start(&live, FAST);
     assert_int_equal(run_daemon((const char *[]){"--foreground", "--socket", live.sock, "--config", "/dev/null", NULL},
@@ -661,14 +661,12 @@ static void test_detached_start(void **state)
     (void)state;
     struct daemon d;
     daemon_dir(&d);
-    char out[4096], pidtext[32];
     assert_int_equal(run_daemon((const char *[]){"--socket", d.sock, "--config", "/dev/null", FAST, NULL}, out,
                                 sizeof out),
                      0);
     get_status(&d, &st);
     pid_t pid = (pid_t)st.d.pid;
     assert_true(pid > 0);
-    snprintf(pidtext, sizeof pidtext, "%d", pid);
     assert_int_equal(getsid(pid), pid); /* its own session */
     assert_int_equal(kill(pid, SIGTERM), 0);
     assert_true(WAIT_FOR(kill(pid, 0) < 0, 5000));

@@ -255,7 +255,8 @@ static void test_protocol_misuse(void **state)
     char why[160];
 
     bad_open(&b);
-    snprintf(why, sizeof why, "%s", reason("session=%llu reason=hello within a session", (unsigned long long)b.session));
+    snprintf(why, sizeof why, "%s",
+             reason("session=%llu reason=hello within a session", (unsigned long long)b.session));
     int before = log_count(&fx.d, why);
     struct hak_msg_hello h = hello_msg(64);
     send_bytes(b.sock, &h, sizeof h);
