@@ -86,4 +86,5 @@ demo: $(BUILD)/demo
 
 clean:
 	rm -rf build build-debug
+include pagerd/pagerd.mk
 include bench/bench.mk

@@ -1,9 +1,9 @@
 #!/bin/sh
-# Install the Debian packages the build and the tests need (the real
-# programs run under LD_PRELOAD among them), if any is missing. Runs
-# apt-get only when something is absent.
+# Install the Debian packages the build and the tests need (the daemon's
+# liburing and libnuma, the real programs run under LD_PRELOAD among them),
+# if any is missing. Runs apt-get only when something is absent.
 set -eu
-pkgs="build-essential pkg-config libcmocka-dev python3 git"
+pkgs="build-essential pkg-config libcmocka-dev liburing-dev libnuma-dev python3 git"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,0 +1,257 @@
+/* hakmem-pagerd, the per-host page daemon: it gives each client process one
+ * sealed memfd, keeps that file's per-node fill rings topped up with
+ * pre-faulted SuperSlabs, takes emptied ones back from the return ring,
+ * reuses them while they are warm and punches their pages out later.
+ *
+ * This header is the map of the program: the structures, then the
+ * prototypes of each file under its name.
+ *
+ * Trust: everything a client writes (socket messages, ring indices and
+ * slots, the whole shared file) is hostile. The daemon's own records (this
+ * header's structures) are the only source of sizes, states and positions;
+ * a value read from shared memory is checked against them before use, and
+ * any disagreement drops that client, never the daemon. */
+#ifndef PAGERD_H
+#define PAGERD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include "hakmem_shm.h"
+
+#define PAGERD_VERSION "0.1.0"
+#define PAGERD_CONFIG "/etc/hakmem/pagerd.conf"
+/* Sessions are capped so that one STATUS datagram can list every client. */
+#define PAGERD_MAX_SESSIONS HAK_STATUS_MAX_CLIENTS
+/* Connections without a session (status requesters, slow handshakes). */
+#define PAGERD_MAX_CONNS (2 * PAGERD_MAX_SESSIONS)
+/* A ring's watermark covers this many ticks of the client's pop rate. */
+#define PAGERD_WM_TICKS 20
+/* One limit or error line per client per this many ms at most. */
+#define PAGERD_LOG_EVERY_MS 1000
+#define SS_NIL UINT32_MAX
+
+enum log_level { LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+
+/* ---- settings ----
+ * Defaults, then the config file, then flags (which win). Every field is a
+ * uint32_t so that config.c can handle them through one table. */
+struct settings {
+    uint32_t tick_ms;          /* period of the refill and reclaim pass */
+    uint32_t limit_client;     /* SuperSlabs charged to one client */
+    uint32_t limit_total;      /* SuperSlabs charged to all clients */
+    uint32_t max_capacity;     /* largest file a client may ask for */
+    uint32_t reclaim_delay_ms; /* a returned SuperSlab stays warm this long */
+    uint32_t min_watermark;    /* fill target per ring, lower bound */
+    uint32_t max_watermark;    /* fill target per ring, upper bound */
+    uint32_t fake_nodes;       /* 0: real topology; N: pretend N nodes */
+    uint32_t log_level;        /* enum log_level */
+};
+
+/* What the command line said; kept so a reload can apply it again. */
+struct config {
+    const char *path;      /* config file */
+    bool path_given;       /* --config: the file must exist */
+    const char *socket;    /* listening socket path */
+    bool foreground;
+    struct settings flags; /* values given as flags */
+    uint32_t flag_set;     /* bit i: setting i of config.c's table given */
+};
+
+/* ---- the event loop ----
+ * Every submission's user_data points at one of these. The loop dispatches
+ * on kind; the request names its owner, which it keeps alive (client refs)
+ * until the completion has been handled. */
+enum req_kind {
+    REQ_ACCEPT,   /* the listening socket: a new connection */
+    REQ_RECV,     /* one datagram from a client (embedded in the client) */
+    REQ_TICK,     /* the periodic timeout */
+    REQ_SIGNAL,   /* a read of the signalfd */
+    REQ_PREFAULT, /* fallocate(0) of one SuperSlab */
+    REQ_PUNCH,    /* fallocate(PUNCH_HOLE) of one SuperSlab */
+};
+
+struct client;
+
+struct req {
+    enum req_kind kind;
+    struct client *client; /* RECV, PREFAULT, PUNCH: the owner */
+    uint32_t ss;           /* PREFAULT, PUNCH: SuperSlab index in its file */
+    struct req *next;      /* the loop's free list */
+};
+
+/* ---- per client ----
+ * The life of one SuperSlab of a client's file. Only the daemon's view: the
+ * client never learns these states, and nothing it writes sets them. */
+enum ss_state {
+    SS_FREE,        /* no pages; on the free stack */
+    SS_PREFAULTING, /* fallocate in flight; will go to a fill ring */
+    SS_RING,        /* pushed to a fill ring, not popped yet */
+    SS_CLIENT,      /* popped by the client */
+    SS_DIRTY,       /* returned, pages resident, reusable until punched */
+    SS_PUNCHING,    /* punch-hole in flight; FREE when it completes */
+    SS_NSTATES,
+};
+
+struct ss {
+    uint64_t dirty_ms; /* DIRTY: when it came back */
+    uint32_t prev;     /* DIRTY: towards older in its node's deque */
+    uint32_t next;     /* DIRTY: towards newer; FREE: next on the stack */
+    uint8_t state;     /* enum ss_state */
+    uint8_t node;      /* node its pages belong to (unless FREE) */
+};
+
+/* One node of one client: the shadow of its fill ring and its warm
+ * SuperSlabs. shadow[] holds what we pushed, by ring position, so that a
+ * moving head tells us which SuperSlabs the client took without our reading
+ * a slot back from shared memory. */
+struct cnode {
+    uint32_t head;        /* the client's head as last validated */
+    uint32_t tail;        /* our pushes; the shared tail must equal it */
+    uint32_t prefaulting; /* pre-faults in flight for this ring */
+    uint32_t ndirty;
+    uint32_t dirty_old;   /* deque of DIRTY SuperSlabs: oldest end */
+    uint32_t dirty_new;   /* newest end (reused first: warmest) */
+    uint32_t shadow[HAK_SHM_FILL_SLOTS];
+};
+
+enum client_state {
+    CL_NEW,     /* connected, no session (status requesters stay here) */
+    CL_SESSION, /* welcomed: owns a file */
+    CL_DEAD,    /* dropped; freed once no request names it */
+};
+
+struct client {
+    TAILQ_ENTRY(client) entry; /* pd.clients, or pd.zombies once DEAD */
+    struct req rreq;           /* the receive in flight */
+    int sock;
+    int memfd;                 /* -1 until the session */
+    enum client_state state;
+    unsigned refs;             /* requests in flight that name us */
+    pid_t pid;                 /* SO_PEERCRED */
+    uid_t uid;
+    uint64_t session;
+    uint64_t connected_ms;
+    struct hak_shm_layout layout; /* ours: computed, never read back */
+    struct hak_shm_ctrl *ctrl;    /* our mapping of the control area */
+    void *ss_area;                /* our mapping of the SuperSlab area */
+    struct ss *ss;                /* [layout.capacity] */
+    uint32_t free_top;            /* free stack of SS_FREE, SS_NIL if empty */
+    struct cnode *node;           /* [layout.nnodes] */
+    uint32_t count[SS_NSTATES];   /* SuperSlabs per state */
+    uint32_t ret_head;            /* our return ring head */
+    uint32_t last_node;           /* node it popped from last */
+    uint32_t watermark;           /* fill target per ring */
+    uint32_t pops_tick;           /* pops seen this tick */
+    double pop_rate;              /* pops per tick, smoothed */
+    uint64_t served;
+    uint64_t returned;
+    uint64_t limit_hits;
+    uint64_t limit_logged_ms;
+    uint64_t error_logged_ms;
+    /* One datagram; larger than any valid message, so an oversized one
+     * arrives truncated and fails the size check. */
+    union {
+        struct hak_msg_hdr hdr;
+        struct hak_msg_hello hello;
+        unsigned char raw[256];
+    } rbuf;
+};
+TAILQ_HEAD(clientlist, client);
+
+/* ---- the daemon ---- */
+struct node_stats {
+    uint64_t prefaulted; /* SuperSlabs pre-faulted on this node */
+    uint64_t punched;    /* SuperSlabs punched on this node */
+};
+
+struct pagerd {
+    struct config cfg;
+    struct settings set;    /* in force */
+    int listen_fd;
+    int signal_fd;
+    bool quit;
+    bool accept_paused;     /* accept failed (no fds): retry on the tick */
+    uint32_t nnodes;
+    uint32_t ncpus;         /* entries of cpu_node in use */
+    bool numa;              /* libnuma in use: mbind each SuperSlab */
+    uint8_t cpu_node[HAK_SHM_MAX_CPUS];
+    struct node_stats nodes[HAK_SHM_MAX_NODES];
+    struct clientlist clients; /* NEW and SESSION clients */
+    struct clientlist zombies; /* DEAD, waiting for their requests */
+    uint32_t nconns;        /* clients in the list */
+    uint32_t nsessions;     /* of which SESSION */
+    uint64_t charged;       /* sum of client_charge() over sessions */
+    uint64_t next_session;
+    uint64_t start_ms;
+};
+extern struct pagerd pd;
+
+/* main.c */
+uint64_t now_ms(void);
+void notify_service(const char *state);
+
+/* log.c */
+void log_init(bool to_stderr);
+void log_setlevel(uint32_t level);
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* config.c */
+void config_defaults(struct settings *s);
+int config_flags(struct config *cfg, int argc, char **argv);
+bool config_load(const struct config *cfg, struct settings *out, char *err, size_t errlen);
+void config_log(const struct settings *s);
+void config_reload(void);
+const char *config_level_name(uint32_t level);
+
+/* loop.c */
+void loop_init(void);
+void loop_run(void);
+void loop_fini(void);
+struct req *req_new(enum req_kind kind, struct client *c, uint32_t ss);
+void loop_accept(void);
+void loop_recv(struct client *c);
+void loop_fallocate(struct req *r, int fd, int mode, uint64_t off, uint64_t len);
+
+/* session.c */
+void session_listen(const char *path);
+void session_unlisten(const char *path);
+void session_accepted(int fd);
+void session_received(struct client *c, int res);
+void session_drop(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void session_unref(struct client *c);
+void session_close_all(void);
+void session_free_all(void);
+bool session_reply(struct client *c, const void *msg, size_t len);
+
+/* pool.c */
+void pool_topology(uint32_t fake_nodes);
+bool pool_client_init(struct client *c);
+void pool_client_free(struct client *c);
+uint32_t client_charge(const struct client *c);
+void ss_set_state(struct client *c, uint32_t idx, enum ss_state st);
+uint64_t ss_offset_of(const struct client *c, uint32_t idx);
+void ss_free_push(struct client *c, uint32_t idx);
+void client_error(struct client *c, const char *what, int err);
+bool pool_account_pops(struct client *c, uint32_t n);
+void pool_tick(uint64_t now);
+void pool_prefault_done(struct req *r, int res);
+
+/* reclaim.c */
+bool reclaim_drain(struct client *c, uint64_t now);
+uint32_t reclaim_take_warm(struct client *c, uint32_t node);
+void reclaim_punch_old(struct client *c, uint64_t now);
+void reclaim_punch(struct client *c, uint32_t idx);
+void reclaim_punch_done(struct req *r, int res);
+
+/* status.c */
+void status_reply(struct client *c);
+
+#endif /* PAGERD_H */

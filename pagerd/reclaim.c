@@ -1,0 +1,154 @@
+/* SuperSlabs coming back: the return ring is drained and every offset in it
+ * checked against our records (a client may return only what it holds);
+ * returned SuperSlabs stay warm on their node's deque for reuse, and after
+ * reclaim_delay_ms their pages are punched out of the file. */
+#include <fcntl.h>
+#include <string.h>
+
+#include "pagerd.h"
+
+static const char *const state_names[SS_NSTATES] = {
+    [SS_FREE] = "never handed out",     [SS_PREFAULTING] = "being pre-faulted",
+    [SS_RING] = "in a fill ring",       [SS_CLIENT] = "held",
+    [SS_DIRTY] = "already returned",    [SS_PUNCHING] = "already returned",
+};
+
+static struct hak_shm_return_ring *return_ring(struct client *c)
+{
+    return (struct hak_shm_return_ring *)((char *)c->ctrl + hak_shm_return_ring_offset(c->layout.nnodes));
+}
+
+/* ---- the deque of warm SuperSlabs, per node, oldest to newest ---- */
+
+static void dirty_push(struct client *c, uint32_t idx)
+{
+    struct cnode *cn = &c->node[c->ss[idx].node];
+    struct ss *s = &c->ss[idx];
+    s->prev = cn->dirty_new;
+    s->next = SS_NIL;
+    if (cn->dirty_new != SS_NIL)
+        c->ss[cn->dirty_new].next = idx;
+    else
+        cn->dirty_old = idx;
+    cn->dirty_new = idx;
+    cn->ndirty++;
+}
+
+static void dirty_unlink(struct client *c, uint32_t idx)
+{
+    struct cnode *cn = &c->node[c->ss[idx].node];
+    struct ss *s = &c->ss[idx];
+    if (s->prev != SS_NIL)
+        c->ss[s->prev].next = s->next;
+    else
+        cn->dirty_old = s->next;
+    if (s->next != SS_NIL)
+        c->ss[s->next].prev = s->prev;
+    else
+        cn->dirty_new = s->prev;
+    cn->ndirty--;
+}
+
+/* The warmest SuperSlab of the node (still DIRTY; the caller moves it). */
+uint32_t reclaim_take_warm(struct client *c, uint32_t node)
+{
+    uint32_t idx = c->node[node].dirty_new;
+    if (idx != SS_NIL)
+        dirty_unlink(c, idx);
+    return idx;
+}
+
+/* ---- the return ring ---- */
+
+static bool take_back(struct client *c, uint64_t off, uint64_t now)
+{
+    const struct hak_shm_layout *l = &c->layout;
+    if (off < l->ss_offset || off >= l->file_size) {
+        session_drop(c, "returned offset %#llx out of range", (unsigned long long)off);
+        return false;
+    }
+    if ((off - l->ss_offset) & (HAK_SHM_SS_SIZE - 1)) {
+        session_drop(c, "returned offset %#llx misaligned", (unsigned long long)off);
+        return false;
+    }
+    uint32_t idx = (uint32_t)((off - l->ss_offset) >> HAK_SHM_SS_SHIFT);
+    /* Popped and returned since this tick looked at the fill rings: the
+     * head that moved is visible now (the client advanced it before it
+     * published the return), so account again before judging. */
+    if (c->ss[idx].state == SS_RING && !pool_account_pops(c, c->ss[idx].node))
+        return false;
+    if (c->ss[idx].state != SS_CLIENT) {
+        session_drop(c, "returned offset %#llx not its own (%s)", (unsigned long long)off,
+                     state_names[c->ss[idx].state]);
+        return false;
+    }
+    ss_set_state(c, idx, SS_DIRTY);
+    c->ss[idx].dirty_ms = now;
+    dirty_push(c, idx);
+    c->returned++;
+    return true;
+}
+
+/* At most one ring's worth per tick, so a client pushing as fast as we pop
+ * cannot hold the loop. The head is ours: if it changed, the client wrote
+ * it. */
+bool reclaim_drain(struct client *c, uint64_t now)
+{
+    struct hak_shm_return_ring *r = return_ring(c);
+    for (uint32_t i = 0; i < HAK_SHM_RETURN_SLOTS; i++) {
+        if (atomic_load_explicit(&r->head.v, memory_order_relaxed) != c->ret_head) {
+            session_drop(c, "return ring: head overwritten");
+            return false;
+        }
+        uint64_t off;
+        int got = hak_return_ring_pop(r, &off);
+        if (got < 0) {
+            session_drop(c, "return ring: indices corrupt");
+            return false;
+        }
+        if (got == 0)
+            break;
+        c->ret_head++;
+        if (!take_back(c, off, now))
+            return false;
+    }
+    return true;
+}
+
+/* ---- punching ---- */
+
+/* The SuperSlab cannot be handed out again until the punch completed:
+ * a punch landing after a reuse would zero the client's data. */
+void reclaim_punch(struct client *c, uint32_t idx)
+{
+    ss_set_state(c, idx, SS_PUNCHING);
+    struct req *r = req_new(REQ_PUNCH, c, idx);
+    loop_fallocate(r, c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ss_offset_of(c, idx), HAK_SHM_SS_SIZE);
+}
+
+void reclaim_punch_old(struct client *c, uint64_t now)
+{
+    for (uint32_t n = 0; n < c->layout.nnodes; n++) {
+        uint32_t idx;
+        while ((idx = c->node[n].dirty_old) != SS_NIL && now - c->ss[idx].dirty_ms >= pd.set.reclaim_delay_ms) {
+            dirty_unlink(c, idx);
+            reclaim_punch(c, idx);
+        }
+    }
+}
+
+/* A failed punch leaves pages behind; the SuperSlab is still free to use
+ * (a later pre-fault simply finds them there). */
+void reclaim_punch_done(struct req *r, int res)
+{
+    struct client *c = r->client;
+    if (c->state != CL_SESSION)
+        return;
+    uint32_t idx = r->ss;
+    if (res < 0)
+        client_error(c, "punch", -res);
+    else
+        pd.nodes[c->ss[idx].node].punched++;
+    ss_set_state(c, idx, SS_FREE);
+    ss_free_push(c, idx);
+}

@@ -1,0 +1,96 @@
+/* STATUS replies: the daemon, one record per node, one per client (up to
+ * HAK_STATUS_MAX_CLIENTS, which the session cap guarantees), in one
+ * datagram. Anyone who can connect may ask; nothing private is in it
+ * beyond pids and uids, which ps shows as well. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pagerd.h"
+
+static union {
+    struct hak_msg_status st;
+    unsigned char raw[HAK_STATUS_MAX_BYTES];
+} out;
+
+static void fill_daemon(struct hak_status_daemon *d, uint64_t now)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->version, sizeof d->version, "%s", PAGERD_VERSION);
+    d->uptime_ms = now - pd.start_ms;
+    d->pid = (uint32_t)getpid();
+    d->nnodes = pd.nnodes;
+    d->nclients = pd.nsessions < HAK_STATUS_MAX_CLIENTS ? pd.nsessions : HAK_STATUS_MAX_CLIENTS;
+    d->numa = pd.numa;
+    d->ss_total = pd.charged;
+    d->ss_limit_total = pd.set.limit_total;
+    d->ss_limit_client = pd.set.limit_client;
+}
+
+static void fill_client(struct hak_status_client *r, const struct client *c, uint64_t now)
+{
+    memset(r, 0, sizeof *r);
+    r->pid = c->pid;
+    r->uid = c->uid;
+    r->node = c->last_node;
+    r->capacity = c->layout.capacity;
+    r->session = c->session;
+    r->held = c->count[SS_CLIENT];
+    r->ring_level = c->count[SS_RING];
+    r->dirty = c->count[SS_DIRTY];
+    r->watermark = c->watermark;
+    r->served = c->served;
+    r->returned = c->returned;
+    r->limit_hits = c->limit_hits;
+    r->connected_ms = now - c->connected_ms;
+}
+
+/* The per-node sums over clients, from our records. */
+static void fill_nodes(struct hak_status_node *nodes)
+{
+    memset(nodes, 0, pd.nnodes * sizeof *nodes);
+    for (uint32_t n = 0; n < pd.nnodes; n++) {
+        nodes[n].node = n;
+        nodes[n].prefaulted = pd.nodes[n].prefaulted;
+        nodes[n].punched = pd.nodes[n].punched;
+    }
+    const struct client *c;
+    TAILQ_FOREACH(c, &pd.clients, entry) {
+        if (c->state != CL_SESSION)
+            continue;
+        for (uint32_t n = 0; n < pd.nnodes; n++) {
+            nodes[n].ready += c->node[n].tail - c->node[n].head;
+            nodes[n].dirty += c->node[n].ndirty;
+        }
+        nodes[c->last_node].clients++;
+    }
+}
+
+void status_reply(struct client *req)
+{
+    uint64_t now = now_ms();
+    struct hak_status_daemon d;
+    fill_daemon(&d, now);
+    struct hak_status_node nodes[HAK_SHM_MAX_NODES];
+    fill_nodes(nodes);
+    size_t len = sizeof out.st;
+    memcpy(out.raw + len, nodes, d.nnodes * sizeof nodes[0]);
+    len += d.nnodes * sizeof nodes[0];
+    uint32_t nc = 0;
+    const struct client *c;
+    TAILQ_FOREACH(c, &pd.clients, entry) {
+        if (c->state != CL_SESSION || nc == d.nclients)
+            continue;
+        struct hak_status_client rec;
+        fill_client(&rec, c, now);
+        memcpy(out.raw + len, &rec, sizeof rec);
+        len += sizeof rec;
+        nc++;
+    }
+    d.nclients = nc;
+    memset(&out.st, 0, sizeof out.st);
+    hak_msg_init(&out.st.hdr, HAK_MSG_STATUS, (uint32_t)len);
+    out.st.daemon = d;
+    if (!session_reply(req, out.raw, len))
+        session_drop(req, "status reply could not be sent");
+}
