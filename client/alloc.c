@@ -35,6 +35,10 @@ static void *refill_and_pop(unsigned cls)
     struct hak_heap *h = hak_heap_thread_start();
     if (unlikely(!h))
         return hak_heap_orphan_alloc(cls);
+    /* A new thread may just have taken over a parked heap's caches. */
+    void *b = tcache_pop(&hak_tls.c[cls]);
+    if (b)
+        return b;
     hak_lock(&h->lock);
     unsigned n = hak_heap_refill(h, cls);
     hak_unlock(&h->lock);

@@ -30,7 +30,7 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
     struct hak_tls *t = &hak_tls;
     struct hak_tcache *tc = &t->c[cls];
     const struct hak_class *k = &hak_classes[cls];
-    if (!cls)
+    if (!cls || !t->heap)
         hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
     if (!hak_class_is_block(k, x))
         hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
@@ -42,7 +42,8 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
     tc->frees++;
     struct hak_heap *h = t->heap;
     hak_lock(&h->lock);
-    hak_heap_flush(h, cls, (unsigned)k->cap - k->batch);
+    hak_heap_cache_adapt(h, cls, true);
+    hak_heap_flush(h, cls, tc->cap / 2);
     hak_unlock(&h->lock);
 }
 
@@ -90,7 +91,7 @@ HAK_API void hak_free(void *p)
     uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((uint32_t)hot->head[u] << HAK_UNIT_SHIFT);
     const struct hak_class *k = &hak_classes[cls];
     struct hak_tcache *tc = &t->c[cls];
-    if (unlikely(!hak_class_is_block(k, x) | (tc->count >= k->cap) | (p == tc->head))) {
+    if (unlikely(!hak_class_is_block(k, x) | (tc->count >= tc->cap) | (p == tc->head))) {
         free_local_slow(p, cls, x);
         return;
     }

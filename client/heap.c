@@ -1,14 +1,20 @@
 /* Per-thread heaps: the slow-path state behind each thread's TLS front.
  *
- * A thread gets a heap on its first slow path and gives it back at exit,
- * after flushing its caches and abandoning its SuperSlabs. Heaps are carved
- * from permanent memory and recycled, never unmapped: remote freers may hold
- * a stale heap pointer (see hak_slab_notify_owner).
+ * A thread gets a heap on its first slow path and gives it back at exit.
+ * At exit the heap is parked: the thread's caches are copied into it and its
+ * SuperSlabs stay owned, so the next thread to start takes everything over
+ * in one copy (servers that run a thread per request do this all the time).
+ * Beyond PARK_MAX parked heaps, an exiting thread flushes its caches and
+ * abandons its SuperSlabs instead, so idle memory stays bounded; trim does
+ * the same to every parked heap. Heaps are carved from permanent memory and
+ * recycled, never unmapped: remote freers may hold a stale heap pointer
+ * (see hak_slab_notify_owner).
  *
  * Every heap operation runs under the heap's own lock. Only its thread takes
  * it, so it is uncontended; it exists so that fork's prepare handler can
  * stop every heap at a consistent point. */
 #include <pthread.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "internal.h"
@@ -20,6 +26,9 @@ __thread struct hak_tls hak_tls __attribute__((tls_model("initial-exec")));
 static hak_lock_t pool_lock = HAK_LOCK_INIT;
 static struct hak_heap *all_heaps;  /* pool_lock; heaps are never removed */
 static struct hak_heap *free_heaps; /* pool_lock */
+static unsigned nparked;            /* pool_lock */
+
+#define PARK_MAX 8
 static char *chunk_next, *chunk_end; /* pool_lock: permanent heap memory */
 static pthread_key_t exit_key;
 static _Atomic bool exit_key_ready;
@@ -63,6 +72,7 @@ static struct hak_heap *heap_alloc(void)
     struct hak_heap *h = free_heaps;
     if (h) {
         free_heaps = h->free_next;
+        nparked -= h->parked;
     } else {
         size_t sz = (sizeof(struct hak_heap) + 63) & ~(size_t)63;
         if ((size_t)(chunk_end - chunk_next) < sz) {
@@ -82,14 +92,32 @@ static struct hak_heap *heap_alloc(void)
     return h;
 }
 
+/* pool_lock held */
+static void heap_free_locked(struct hak_heap *h)
+{
+    h->in_use = 0;
+    if (!h->parked)
+        h->tls = NULL;
+    nparked += h->parked;
+    h->free_next = free_heaps;
+    free_heaps = h;
+}
+
 static void heap_free(struct hak_heap *h)
 {
     hak_lock(&pool_lock);
-    h->in_use = 0;
-    h->tls = NULL;
-    h->free_next = free_heaps;
-    free_heaps = h;
+    heap_free_locked(h);
     hak_unlock(&pool_lock);
+}
+
+static bool park_room(void)
+{
+    hak_lock(&pool_lock);
+    bool room = nparked < PARK_MAX;
+    if (room)
+        nparked++; /* reserved; heap_free counts it again */
+    hak_unlock(&pool_lock);
+    return room;
 }
 
 static void thread_exit_cb(void *arg)
@@ -127,7 +155,14 @@ struct hak_heap *hak_heap_thread_start(void)
     struct hak_heap *h = heap_alloc();
     if (!h)
         return NULL;
+    hak_lock(&h->lock);
+    if (h->parked) { /* take over the caches a finished thread left */
+        memcpy(t->c, h->park.c, sizeof t->c);
+        memset(h->park.c, 0, sizeof h->park.c);
+        h->parked = 0;
+    }
     h->tls = t;
+    hak_unlock(&h->lock);
     t->heap = h;
     t->state = HAK_THREAD_ACTIVE;
     heap_register_exit(t);
@@ -154,12 +189,61 @@ void hak_heap_drain_notify(struct hak_heap *h)
     }
 }
 
-/* Fill the (empty) cache of cls with one batch. Heap locked. */
+/* The thread's cached bytes over every class, checked every so many slow
+ * events: above the budget, grown capacities halve and the caches shrink
+ * to match. */
+#define BUDGET_EVERY 128
+
+static void budget_check(struct hak_heap *h)
+{
+    struct hak_tls *t = h->tls;
+    uint64_t bytes = 0;
+    for (unsigned c = 1; c < HAK_NCLASS; c++)
+        bytes += (uint64_t)t->c[c].count * hak_classes[c].size;
+    if (bytes <= hak_opt.thread_cache_kb << 10)
+        return;
+    for (unsigned c = 1; c < HAK_NCLASS; c++) {
+        struct hak_tcache *tc = &t->c[c];
+        if (tc->cap > hak_classes[c].cap_base)
+            tc->cap /= 2;
+        hak_heap_flush(h, c, tc->cap / 2);
+    }
+}
+
+/* Adapt the capacity of a class's cache at a refill (flush = false) or a
+ * flush: it doubles, up to cap_max, when the class swings from one end of
+ * its cache to the other. */
+void hak_heap_cache_adapt(struct hak_heap *h, unsigned cls, bool flush)
+{
+    struct hak_tcache *tc = &h->tls->c[cls];
+    const struct hak_class *k = &hak_classes[cls];
+    struct hak_class_stats *st = &h->st[cls];
+    if (tc->cap == 0) {
+        tc->cap = k->cap_base;
+    } else if (st->last_flush != flush && tc->cap < k->cap_max) {
+        tc->cap *= 2;
+        if (tc->cap > k->cap_max)
+            tc->cap = k->cap_max;
+    }
+    st->last_flush = flush;
+    if (++h->slow_events % BUDGET_EVERY == 0) {
+        budget_check(h);
+        if (hak_now_ns() >= h->next_purge_ns) {
+            hak_ss_purge_units(h, false);
+            hak_provision_trim(false); /* what the providers hold past the decay */
+        }
+    }
+}
+
+/* Fill the (empty) cache of cls with half its capacity. Heap locked. */
 unsigned hak_heap_refill(struct hak_heap *h, unsigned cls)
 {
     struct hak_tcache *tc = &h->tls->c[cls];
     const struct hak_class *k = &hak_classes[cls];
-    HAK_ASSERT(tc->head == NULL && tc->count == 0);
+    if (tc->head) /* never drop cached blocks */
+        return tc->count;
+    hak_heap_cache_adapt(h, cls, false);
+    unsigned batch = tc->cap > 1 ? tc->cap / 2 : 1;
     if (atomic_load_explicit(&h->notify_head, HAK_RELAXED))
         hak_heap_drain_notify(h);
     for (;;) {
@@ -170,7 +254,7 @@ unsigned hak_heap_refill(struct hak_heap *h, unsigned cls)
             continue;
         }
         void *first;
-        unsigned n = hak_slab_take(s, k->batch, &first);
+        unsigned n = hak_slab_take(s, batch, &first);
         if (!s->free && s->carved == k->capacity) {
             hak_slab_list_remove(h, s);
             hak_slab_list_push(h, s, HAK_LIST_FULL);
@@ -224,19 +308,55 @@ static void fold_tls_stats(struct hak_heap *h, struct hak_tls *t)
     }
 }
 
+/* Flush every cache and abandon every SuperSlab. Heap locked. */
+static void heap_empty_out(struct hak_heap *h)
+{
+    for (unsigned c = 1; c < HAK_NCLASS; c++)
+        hak_heap_flush(h, c, 0);
+    fold_tls_stats(h, h->tls);
+    hak_heap_drain_notify(h);
+    hak_ss_abandon_all(h);
+}
+
 void hak_heap_thread_exit(struct hak_heap *h)
 {
     struct hak_tls *t = h->tls;
+    bool park = park_room();
     hak_lock(&h->lock);
-    for (unsigned c = 1; c < HAK_NCLASS; c++)
-        hak_heap_flush(h, c, 0);
-    fold_tls_stats(h, t);
-    hak_heap_drain_notify(h);
-    hak_ss_abandon_all(h);
+    if (park) {
+        fold_tls_stats(h, t);
+        memcpy(h->park.c, t->c, sizeof t->c);
+        memset(t->c, 0, sizeof t->c);
+        h->tls = &h->park;
+        h->parked = 1;
+    } else {
+        heap_empty_out(h);
+    }
     hak_unlock(&h->lock);
     t->heap = NULL;
     t->state = HAK_THREAD_DEAD;
-    heap_free(h);
+    hak_lock(&pool_lock);
+    nparked -= park; /* the reservation; heap_free_locked counts it */
+    heap_free_locked(h);
+    hak_unlock(&pool_lock);
+}
+
+/* Empty every parked heap (malloc_trim): their SuperSlabs become
+ * abandoned, for the caller to adopt and release what is empty. */
+void hak_heap_unpark_all(void)
+{
+    hak_lock(&pool_lock);
+    for (struct hak_heap *h = free_heaps; h; h = h->free_next) {
+        if (!h->parked)
+            continue;
+        hak_lock(&h->lock);
+        heap_empty_out(h);
+        h->parked = 0;
+        h->tls = NULL;
+        hak_unlock(&h->lock);
+        nparked--;
+    }
+    hak_unlock(&pool_lock);
 }
 
 /* Allocation by a thread whose heap is gone (a later TLS destructor). */
@@ -305,7 +425,7 @@ static void child_reclaim_tls(struct hak_heap *h)
         return;
     for (unsigned c = 1; c < HAK_NCLASS; c++) {
         void *p = t->c[c].head;
-        unsigned limit = 2u * hak_classes[c].cap + 2;
+        unsigned limit = 2u * t->c[c].cap + 2;
         t->c[c].head = NULL;
         t->c[c].count = 0;
         while (limit-- && child_block_ok(h, p, c)) {
@@ -344,10 +464,8 @@ void hak_heap_fork_child(void)
             child_reclaim_tls(h);
             hak_heap_drain_notify(h);
             hak_ss_abandon_all(h);
-            h->in_use = 0;
             h->tls = NULL;
-            h->free_next = free_heaps;
-            free_heaps = h;
+            heap_free_locked(h);
         }
     }
     for (struct hak_heap *h = all_heaps; h; h = h->all_next) {

@@ -87,6 +87,7 @@ enum hak_os_call { HAK_OS_MMAP, HAK_OS_MUNMAP, HAK_OS_MPROTECT, HAK_OS_MADVISE, 
 void *hak_os_reserve(size_t size, size_t align) HAK_HIDDEN;  /* PROT_NONE */
 int hak_os_commit(void *p, size_t size) HAK_HIDDEN;          /* make read-write */
 int hak_os_decommit(void *p, size_t size) HAK_HIDDEN;        /* drop pages, keep range */
+int hak_os_decommit_file(void *p, size_t size, bool shared) HAK_HIDDEN;
 void *hak_os_map(size_t size) HAK_HIDDEN;                    /* fresh read-write pages */
 void *hak_os_map_noreserve(size_t size) HAK_HIDDEN;          /* same, no commit charge */
 int hak_os_unmap(void *p, size_t size) HAK_HIDDEN;
@@ -113,6 +114,7 @@ struct hak_provision_stats {
 };
 unsigned hak_provision_acquire(uint32_t *out, unsigned want) HAK_HIDDEN;
 void hak_provision_release(uint32_t idx) HAK_HIDDEN;
+void hak_provision_decommit(uint32_t idx, unsigned unit, unsigned n) HAK_HIDDEN;
 size_t hak_provision_trim(bool force) HAK_HIDDEN;
 void hak_provision_stats(struct hak_provision_stats *out) HAK_HIDDEN;
 void hak_provision_fork_prepare(void) HAK_HIDDEN;
@@ -133,7 +135,7 @@ hak_lock_t *hak_embedded_lock(void) HAK_HIDDEN;
 /* ---- provider_pagerd.c: SuperSlabs from hakmem-pagerd's shared file ---- */
 unsigned hak_pagerd_acquire(uint32_t *out, unsigned want, bool *tried) HAK_HIDDEN;
 bool hak_pagerd_release(uint32_t idx) HAK_HIDDEN;
-bool hak_pagerd_decommit(uint32_t idx) HAK_HIDDEN;
+bool hak_pagerd_decommit(uint32_t idx, unsigned unit, unsigned n) HAK_HIDDEN;
 void hak_pagerd_fork_prepare(void) HAK_HIDDEN;
 void hak_pagerd_fork_parent(void) HAK_HIDDEN;
 void hak_pagerd_fork_child(void) HAK_HIDDEN;
@@ -159,6 +161,7 @@ bool hak_ss_new_slab(struct hak_heap *h, unsigned cls) HAK_HIDDEN;
 void hak_ss_unit_freed(struct hak_heap *h, uint32_t idx) HAK_HIDDEN;
 void hak_ss_release_pending(struct hak_heap *h, bool keep) HAK_HIDDEN;
 void hak_ss_release_empty(struct hak_heap *h) HAK_HIDDEN;
+size_t hak_ss_purge_units(struct hak_heap *h, bool force) HAK_HIDDEN;
 void hak_ss_abandon_all(struct hak_heap *h) HAK_HIDDEN;
 bool hak_ss_adopt_one(struct hak_heap *h) HAK_HIDDEN;
 uint32_t hak_ss_abandoned_count(void) HAK_HIDDEN;
@@ -167,10 +170,12 @@ uint32_t hak_ss_abandoned_count(void) HAK_HIDDEN;
 extern __thread struct hak_tls hak_tls __attribute__((tls_model("initial-exec"))) HAK_HIDDEN;
 struct hak_heap *hak_heap_thread_start(void) HAK_HIDDEN;
 unsigned hak_heap_refill(struct hak_heap *h, unsigned cls) HAK_HIDDEN;
+void hak_heap_cache_adapt(struct hak_heap *h, unsigned cls, bool flush) HAK_HIDDEN;
 void hak_heap_flush(struct hak_heap *h, unsigned cls, unsigned keep) HAK_HIDDEN;
 void hak_heap_drain_notify(struct hak_heap *h) HAK_HIDDEN;
 void *hak_heap_orphan_alloc(unsigned cls) HAK_HIDDEN;
 void hak_heap_thread_exit(struct hak_heap *h) HAK_HIDDEN;
+void hak_heap_unpark_all(void) HAK_HIDDEN;
 void hak_heap_fork_prepare(void) HAK_HIDDEN;
 void hak_heap_fork_parent(void) HAK_HIDDEN;
 void hak_heap_fork_child(void) HAK_HIDDEN;
@@ -213,6 +218,7 @@ struct hak_options {
     uint64_t decay_ms;       /* HAKMEM_DECAY_MS */
     uint64_t stats;          /* HAKMEM_STATS */
     uint64_t large_cache_mb; /* HAKMEM_LARGE_CACHE_MB */
+    uint64_t thread_cache_kb; /* HAKMEM_THREAD_CACHE_KB */
     uint64_t pagerd;         /* HAKMEM_PAGERD: HAK_PAGERD_* */
     uint64_t pagerd_capacity_mb; /* HAKMEM_PAGERD_CAPACITY_MB */
     char pagerd_socket[HAK_PATH_MAX]; /* HAKMEM_PAGERD_SOCKET */

@@ -73,6 +73,17 @@ int hak_os_decommit(void *p, size_t size)
     return rc;
 }
 
+/* Pages of a file mapping: punch them out of a shared file (MADV_REMOVE),
+ * or drop the private copies of a private one. */
+int hak_os_decommit_file(void *p, size_t size, bool shared)
+{
+    int saved = errno;
+    count(HAK_OS_MADVISE);
+    int rc = madvise(p, size, shared ? MADV_REMOVE : MADV_DONTNEED);
+    errno = saved;
+    return rc;
+}
+
 void *hak_os_map(size_t size)
 {
     int saved = errno;

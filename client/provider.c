@@ -43,6 +43,14 @@ void hak_provision_release(uint32_t idx)
     hak_embedded_provider.release(idx);
 }
 
+/* Return the pages of n units of a SuperSlab to the OS, the way its
+ * mapping needs (a shared file's pages must be punched, not dropped). */
+void hak_provision_decommit(uint32_t idx, unsigned unit, unsigned n)
+{
+    if (!hak_pagerd_decommit(idx, unit, n))
+        hak_os_decommit((char *)hak_ss_addr(idx) + ((size_t)unit << HAK_UNIT_SHIFT), (size_t)n << HAK_UNIT_SHIFT);
+}
+
 size_t hak_provision_trim(bool force)
 {
     return hak_embedded_provider.trim(force);

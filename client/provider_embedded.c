@@ -85,8 +85,8 @@ static size_t purge(uint64_t now, bool force)
         if (!force && now - hak_cold(idx)->idle_since_ns < decay)
             break;
         dirty_unlink(idx);
-        if (!hak_pagerd_decommit(idx))
-            hak_os_decommit(hak_ss_addr(idx), HAK_SS_SIZE);
+        hak_provision_decommit(idx, 0, HAK_UNITS);
+        hak_cold(idx)->dirty_units = 0;
         clean_push(idx);
         emb.purged++;
         bytes += HAK_SS_SIZE;

@@ -280,8 +280,8 @@ static void lose_session(struct session *s, const char *why)
         uint64_t off;
         while (hak_fill_ring_pop(fill_ring(s, node), &off) == 1)
             if (off >= s->layout.ss_offset && off < s->layout.file_size && !((off - s->layout.ss_offset) & (HAK_SS_SIZE - 1)))
-                madvise(hak_ss_addr(s->base + (uint32_t)((off - s->layout.ss_offset) >> HAK_SS_SHIFT)), HAK_SS_SIZE,
-                        MADV_REMOVE);
+                hak_os_decommit_file(hak_ss_addr(s->base + (uint32_t)((off - s->layout.ss_offset) >> HAK_SS_SHIFT)),
+                                     HAK_SS_SIZE, true);
     }
     close_session_io(s);
     pd.next_attempt_ns = hak_now_ns() + BACKOFF_MIN_NS;
@@ -414,12 +414,13 @@ bool hak_pagerd_release(uint32_t idx)
 /* Release the pages of an idle SuperSlab that came from the daemon and is
  * kept in-process: punch them out of a shared file, or drop the private
  * copies of a session detached at fork. Returns false for other SuperSlabs. */
-bool hak_pagerd_decommit(uint32_t idx)
+bool hak_pagerd_decommit(uint32_t idx, unsigned unit, unsigned n)
 {
     struct session *s = session_of(idx);
     if (!s)
         return false;
-    madvise(hak_ss_addr(idx), HAK_SS_SIZE, s->private_copy ? MADV_DONTNEED : MADV_REMOVE);
+    char *at = (char *)hak_ss_addr(idx) + ((size_t)unit << HAK_UNIT_SHIFT);
+    hak_os_decommit_file(at, (size_t)n << HAK_UNIT_SHIFT, !s->private_copy);
     return true;
 }
 

@@ -37,22 +37,24 @@ unsigned hak_size_class(size_t size)
     return 9 + (top - 7) * 4 + quarter;
 }
 
-/* Cache capacity: about 32 KiB of blocks per class for small sizes, fewer
- * for mid sizes, where a refill is a handful of large blocks. */
-static uint16_t class_cap(uint32_t size)
+static uint32_t clamp(uint32_t v, uint32_t lo, uint32_t hi)
 {
-    uint32_t cap = 32768 / size;
-    if (size <= HAK_SMALL_MAX) {
-        if (cap < 8)
-            cap = 8;
-        if (cap > 512)
-            cap = 512;
-    } else {
-        cap = 262144 / size;
-        if (cap < 2)
-            cap = 2;
-    }
-    return (uint16_t)cap;
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* A thread's cache of a class starts small (about 32 KiB of small blocks,
+ * a few mid blocks) and doubles, up to cap_max, each time the class swings
+ * from one end to the other (a refill after a flush or the reverse): the
+ * sign that its capacity is smaller than the thread's working set of that
+ * class. The per-thread budget (heap.c) keeps the sum in check. */
+static uint16_t class_cap_base(uint32_t size)
+{
+    return (uint16_t)(size <= HAK_SMALL_MAX ? clamp(32768 / size, 8, 512) : clamp(262144 / size, 2, 32));
+}
+
+static uint16_t class_cap_max(uint32_t size)
+{
+    return (uint16_t)(size <= HAK_SMALL_MAX ? clamp(262144 / size, 32, 2048) : clamp(2097152 / size, 8, 256));
 }
 
 static uint32_t inverse_mod32(uint32_t odd)
@@ -76,11 +78,11 @@ void hak_classes_init(void)
         k->shift = (uint8_t)shift;
         k->inv = inverse_mod32(size >> shift);
         k->span = (uint8_t)span;
-        k->cap = class_cap(size);
-        k->batch = (uint16_t)(k->cap > 1 ? k->cap / 2 : 1);
+        k->cap_base = class_cap_base(size);
+        k->cap_max = class_cap_max(size);
         k->capacity = (uint32_t)(((size_t)span << HAK_UNIT_SHIFT) / size);
     }
-    /* Class 0 stays all zero: cap 0 sends every free of it to the slow path. */
+    /* Class 0 stays all zero: no capacity, no blocks. */
     for (unsigned i = 0; i <= HAK_SMALL_MAX / 16; i++)
         hak_class_of16[i] = (uint8_t)hak_size_class((size_t)i * 16);
 }

@@ -60,6 +60,7 @@ void hak_slab_init(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls
     s->list = HAK_LIST_NONE;
     set_units(idx, unit, span, cls);
     ss->free_units &= (uint16_t)~span_mask(unit, span);
+    ss->dirty_units &= (uint16_t)~span_mask(unit, span);
     hak_slab_list_push(h, s, HAK_LIST_PARTIAL);
 }
 
@@ -73,7 +74,11 @@ void hak_slab_release(struct hak_heap *h, struct hak_slab *s)
     s->cls = 0;
     s->free = NULL;
     s->nfree = s->carved = 0;
-    hak_cold(s->ss)->free_units |= span_mask(s->unit, span);
+    struct hak_ss *ss = hak_cold(s->ss);
+    ss->free_units |= span_mask(s->unit, span);
+    if (!ss->dirty_units)
+        ss->idle_since_ns = hak_now_ns();
+    ss->dirty_units |= span_mask(s->unit, span);
     hak_ss_unit_freed(h, s->ss);
 }
 

@@ -20,7 +20,7 @@ void hak_stats_collect(struct hak_class_totals *out)
         struct hak_tls *t = h->tls;
         for (unsigned c = 1; c < HAK_NCLASS; c++) {
             uint64_t local = h->st[c].frees, cached = 0;
-            if (t && h->in_use) {
+            if (t && (h->in_use || h->parked)) {
                 local += t->c[c].frees;
                 cached = t->c[c].count;
             }

@@ -176,6 +176,44 @@ void hak_ss_release_empty(struct hak_heap *h)
     }
 }
 
+/* ---- returning the pages of free units ----
+ * A SuperSlab that stays in use (some slab is live) keeps the pages of its
+ * freed units resident. Once those units have been idle for the decay (all
+ * of them at once, if force), their pages go back to the OS; a unit taken
+ * into use again before that costs nothing. Checked from the refill path at
+ * most twice per decay, so a steady state makes no system call. */
+
+static size_t purge_ss(uint32_t idx)
+{
+    struct hak_ss *ss = hak_cold(idx);
+    uint16_t d = ss->dirty_units;
+    size_t bytes = 0;
+    while (d) {
+        unsigned u = (unsigned)__builtin_ctz(d), n = 0;
+        while (u + n < HAK_UNITS && (d >> (u + n) & 1))
+            n++;
+        hak_provision_decommit(idx, u, n);
+        bytes += (size_t)n << HAK_UNIT_SHIFT;
+        d &= (uint16_t)~(((1u << n) - 1) << u);
+    }
+    ss->dirty_units = 0;
+    return bytes;
+}
+
+size_t hak_ss_purge_units(struct hak_heap *h, bool force)
+{
+    uint64_t now = hak_now_ns(), decay = hak_opt.decay_ms * 1000000u;
+    size_t bytes = 0;
+    for (int list = 0; list < 2; list++)
+        for (uint32_t idx = list ? h->ss_empty : h->ss_avail; idx != HAK_NO_SS; idx = hak_cold(idx)->next) {
+            struct hak_ss *ss = hak_cold(idx);
+            if (ss->dirty_units && (force || now - ss->idle_since_ns >= decay))
+                bytes += purge_ss(idx);
+        }
+    h->next_purge_ns = now + decay / 2;
+    return bytes;
+}
+
 /* ---- abandoned SuperSlabs: a lock-free stack of indices ----
  * top = (tag << 32) | (index + 1); the tag changes on every update, so a
  * pop that read a stale next fails its CAS (no ABA). Links live in the side

@@ -2,7 +2,8 @@
  * its caches, adopts abandoned SuperSlabs (collecting what other threads
  * freed into them) and returns every empty SuperSlab; then the providers and
  * the large-block cache release their idle memory without waiting for the
- * decay. Other threads' caches are theirs and stay as they are. */
+ * decay. Heaps parked by exited threads are emptied first. Other threads'
+ * caches are theirs and stay as they are. */
 #include "internal.h"
 #include "hakmem.h"
 
@@ -15,6 +16,7 @@ static void trim_heap(struct hak_heap *h)
     while (hak_ss_adopt_one(h))
         ;
     hak_ss_release_empty(h);
+    hak_ss_purge_units(h, true);
     hak_unlock(&h->lock);
 }
 
@@ -23,6 +25,7 @@ HAK_API int hak_trim(size_t pad)
     (void)pad;
     if (!hak_ready())
         return 0;
+    hak_heap_unpark_all();
     struct hak_heap *h = hak_heap_thread_start();
     if (h)
         trim_heap(h);

@@ -52,9 +52,9 @@ struct hak_class {
     uint32_t capacity; /* blocks per slab; 0 for class 0, so nothing passes */
     uint8_t shift;
     uint8_t span;      /* units per slab */
-    uint16_t cap;      /* TLS cache capacity in blocks; 0 for class 0 */
+    uint16_t cap_base; /* TLS cache capacity a thread starts with */
     uint32_t size;     /* block size in bytes */
-    uint16_t batch;    /* blocks a refill moves into the TLS cache */
+    uint16_t cap_max;  /* largest capacity a thread's cache may grow to */
     uint16_t pad16_;
     uint32_t pad_[3];
 } __attribute__((aligned(32)));
@@ -98,10 +98,12 @@ struct hak_ss {
     uint32_t prev;
     uint32_t abandoned_next; /* link on the global abandoned stack (pusher/popper) */
     uint16_t free_units;    /* owner: bit u set = unit u holds no slab */
+    uint16_t dirty_units;   /* owner: free units whose pages may be resident */
     uint8_t provider;       /* which provider it came from (HAK_PROV_*) */
     uint8_t state;          /* HAK_SS_*: owner or provider, under their locks */
     uint8_t hlist;          /* owner: HAK_SSL_*, the heap list it is on */
-    uint64_t idle_since_ns; /* provider: when it came back (decay) */
+    uint64_t idle_since_ns; /* provider: when it came back (decay); owner:
+                               when the oldest of its dirty units was freed */
 };
 
 enum { HAK_SS_UNUSED = 0, HAK_SS_CLEAN, HAK_SS_DIRTY, HAK_SS_OWNED };
@@ -114,7 +116,8 @@ enum { HAK_PROV_EMBEDDED = 0, HAK_PROV_PAGERD = 1 };
 struct hak_tcache {
     void *head;          /* singly linked through each block's first word */
     uint32_t count;      /* blocks on head */
-    uint32_t pad_;
+    uint32_t cap;        /* a free that finds count >= cap flushes; 0 until the
+                            first refill, so class 0 never takes the fast path */
     uint64_t frees;      /* frees by this thread (statistics) */
 };
 
@@ -128,6 +131,7 @@ struct hak_tls {
 enum { HAK_THREAD_NEW = 0, HAK_THREAD_ACTIVE, HAK_THREAD_DEAD };
 
 struct hak_class_stats {
+    uint8_t last_flush;   /* owner: the last slow event of the class was a flush */
     uint64_t refills;     /* owner: refills of the TLS cache */
     uint64_t refilled;    /* owner: blocks moved into the TLS cache */
     uint64_t flushed;     /* owner: blocks moved out of the TLS cache */
@@ -150,11 +154,17 @@ struct hak_heap {
     uint32_t nempty;              /* owner: length of ss_empty */
     _Atomic(struct hak_slab *) notify_head; /* remote freers push slabs, owner pops all */
     _Atomic uint32_t inflight;    /* remote freers between reading owner and pushing */
-    uint8_t in_use;               /* heap pool lock */
+    uint32_t slow_events;         /* owner: refills and flushes, for the budget check */
+    uint64_t next_purge_ns;       /* owner: next time dirty units are looked at */
+    uint8_t in_use;               /* heap pool lock: a thread (or the orphan role) has it */
+    uint8_t parked;               /* heap pool lock: on the free list with contents */
     uint8_t is_orphan;            /* the shared heap for threads past their exit */
     struct hak_heap *all_next;    /* heap pool lock: list of every heap ever made */
     struct hak_heap *free_next;   /* heap pool lock */
     struct hak_class_stats st[HAK_NCLASS];
+    /* A parked heap: its thread exited and left its caches here, with its
+     * SuperSlabs still owned, for the next thread to take over whole. */
+    struct hak_tls park;
 };
 
 #endif /* HAK_TYPES_H */

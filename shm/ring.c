@@ -37,8 +37,16 @@ int hak_fill_ring_pop(struct hak_shm_fill_ring *r, uint64_t *offset)
         uint32_t n = tail - head;
         if (n == 0)
             return 0;
-        if (n > HAK_SHM_FILL_SLOTS)
+        if (n > HAK_SHM_FILL_SLOTS) {
+            /* Our head may be stale: other poppers moved on while the
+             * daemon kept pushing. Corrupt only if head did not move. */
+            uint32_t now = atomic_load_explicit(&r->head.v, ACQ);
+            if (now != head) {
+                head = now;
+                continue;
+            }
             return -1;
+        }
         uint64_t v = atomic_load_explicit(&r->slot[head & (HAK_SHM_FILL_SLOTS - 1)], RLX);
         /* The slot is ours only if head did not move meanwhile. */
         if (atomic_compare_exchange_weak_explicit(&r->head.v, &head, head + 1, memory_order_acq_rel, ACQ)) {

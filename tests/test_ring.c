@@ -160,24 +160,15 @@ static void *pusher(void *arg)
     return NULL;
 }
 
-static _Atomic uint32_t stale_head_reports;
-
 static void *popper(void *arg)
 {
     (void)arg;
     uint64_t v;
     while (atomic_load(&popped_total) < NVALUES) {
-        uint32_t head_before = atomic_load(&shared->head.v);
         int got = hak_fill_ring_pop(shared, &v);
-        if (got < 0) {
-            /* hak_fill_ring_pop compares a fresh tail with the head it read
-             * before; if other threads popped (and the pusher refilled) in
-             * between, that looks like tail - head > slots. Such a -1 is
-             * only a real corruption if head did not move during the call. */
-            CHECK(atomic_load(&shared->head.v) != head_before);
-            atomic_fetch_add(&stale_head_reports, 1);
-            continue;
-        }
+        /* A healthy ring is never reported corrupt, however stale the
+         * popper's view of head is while others pop and the pusher refills. */
+        CHECK(got >= 0);
         if (got == 0) {
             sched_yield();
             continue;
@@ -212,8 +203,6 @@ static void test_fill_concurrent_pop_exactly_once(void **state)
             fail_msg("offset %u popped %u times", i, seen[i]);
     uint64_t v;
     assert_int_equal(hak_fill_ring_pop(shared, &v), 0);
-    if (atomic_load(&stale_head_reports))
-        print_message("note: %u spurious corruption reports from a stale head\n", atomic_load(&stale_head_reports));
     free(seen);
     free(shared);
 }

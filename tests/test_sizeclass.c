@@ -31,12 +31,12 @@ static void test_class_sizes_round_trip(void **state)
         assert_int_equal(hak_size_class(k->size), c);
         assert_true(k->capacity >= 1);
         assert_true((size_t)k->capacity * k->size <= (size_t)k->span * HAK_UNIT_SIZE);
-        assert_true(k->cap >= 1 && k->batch >= 1 && k->batch <= k->cap);
+        assert_true(k->cap_base >= 2 && k->cap_base <= k->cap_max);
     }
     assert_int_equal(hak_classes[1].size, 16);
     assert_int_equal(hak_classes[32].size, HAK_SMALL_MAX);
     assert_int_equal(hak_classes[HAK_NCLASS - 1].size, HAK_MID_MAX);
-    assert_int_equal(hak_classes[0].cap, 0); /* class 0 never takes the fast path */
+    assert_int_equal(hak_classes[0].capacity, 0); /* class 0 holds no block */
 }
 
 static void test_block_check_matches_division(void **state)

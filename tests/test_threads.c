@@ -84,7 +84,9 @@ static void test_hundred_thousand_threads_leave_memory_flat(void **state)
 }
 
 /* A thread leaves live blocks behind; another thread frees them (remote,
- * into an abandoned SuperSlab); a third thread adopts it. */
+ * into an abandoned SuperSlab); a third thread adopts it. Exited threads
+ * park their heaps; emptying the parked heaps (as malloc_trim does) is what
+ * abandons their SuperSlabs. */
 static void *leave_blocks(void *arg)
 {
     void **out = arg;
@@ -115,6 +117,7 @@ static void test_abandoned_superslabs_are_adopted(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, leave_blocks, left), 0);
     pthread_join(t, NULL);
+    hak_heap_unpark_all();
     assert_true(hak_ss_abandoned_count() >= 1);
     for (int i = 0; i < 1000; i++)
         hak_free(left[i]);
@@ -123,6 +126,58 @@ static void test_abandoned_superslabs_are_adopted(void **state)
     pthread_join(t, NULL);
     assert_no_thread_failure();
     assert_true(hak_ss_abandoned_count() < before);
+}
+
+/* A heap parked by an exited thread is taken over whole by the next
+ * thread: same heap, its SuperSlabs still owned, the blocks other threads
+ * freed meanwhile collected at the new owner's first refill. */
+static struct hak_heap *seen_heap;
+
+static void *note_heap_and_leave(void *arg)
+{
+    void **out = arg;
+    for (int i = 0; i < 1000; i++)
+        CHECK((out[i] = hak_malloc(48)) != NULL);
+    seen_heap = hak_tls.heap;
+    return NULL;
+}
+
+static void *note_heap(void *arg)
+{
+    (void)arg;
+    void *p[3000];
+    for (int i = 0; i < 3000; i++)
+        CHECK((p[i] = hak_malloc(48)) != NULL);
+    seen_heap = hak_tls.heap;
+    for (int i = 0; i < 3000; i++)
+        hak_free(p[i]);
+    return NULL;
+}
+
+static void test_parked_heap_is_taken_over(void **state)
+{
+    (void)state;
+    static void *left[1000];
+    hak_heap_unpark_all();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, note_heap_and_leave, left), 0);
+    pthread_join(t, NULL);
+    struct hak_heap *first = seen_heap;
+    uint32_t abandoned = hak_ss_abandoned_count();
+    uint32_t nss = first->nss;
+    assert_true(nss >= 1);
+    for (int i = 0; i < 1000; i++)
+        hak_free(left[i]); /* remote frees into the parked heap's slabs */
+    struct hak_provision_stats p0, p1;
+    hak_provision_stats(&p0);
+    assert_int_equal(pthread_create(&t, NULL, note_heap, NULL), 0);
+    pthread_join(t, NULL);
+    assert_no_thread_failure();
+    hak_provision_stats(&p1);
+    assert_ptr_equal(seen_heap, first);
+    assert_int_equal(hak_ss_abandoned_count(), abandoned);
+    /* The 1000 freed blocks were reused: at most one more SuperSlab. */
+    assert_true(p1.acquired[0] + p1.acquired[1] - p0.acquired[0] - p0.acquired[1] <= 2);
 }
 
 /* A TLS destructor registered after hakmem's runs after it: the thread's
@@ -164,6 +219,7 @@ int main(void)
     hak_free(hak_malloc(1));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_abandoned_superslabs_are_adopted),
+        cmocka_unit_test(test_parked_heap_is_taken_over),
         cmocka_unit_test(test_allocation_after_thread_exit_cleanup),
         cmocka_unit_test(test_hundred_thousand_threads_leave_memory_flat),
     };
