@@ -2,7 +2,7 @@
 #   make            release library: build/libhakclient.so (+ soname links) and .a
 #   make test       build and run every test
 #   make debug      the same library and tests with assertions on, in build-debug/
-#   make demo       the small load demo the README's quick start runs
+#   make bench      the quick comparison with the peer allocators (bench/bench.mk)
 #   make clean
 
 VERSION    := 0.1.0
@@ -34,7 +34,7 @@ TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_LIBS  := -lcmocka -lpthread
 
-.PHONY: all lib deps test tests-build debug demo clean
+.PHONY: all lib deps test tests-build debug clean
 all: lib
 lib: $(LIB_SO) $(BUILD)/libhakclient.so $(LIB_A)
 
@@ -76,13 +76,6 @@ tests-build: $(TEST_BIN)
 
 debug:
 	$(MAKE) BUILD=build-debug MODE=debug test
-
-$(BUILD)/demo: bench/demo.c $(LIB_A)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB_A) -lpthread
-
-demo: $(BUILD)/demo
-	$(BUILD)/demo
 
 clean:
 	rm -rf build build-debug

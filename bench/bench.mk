@@ -11,7 +11,7 @@ BENCH_ARGS   ?=
 # every allocator through LD_PRELOAD, so they link nothing but pthreads.
 BENCH_CFLAGS := -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow \
                 -Wstrict-prototypes -Wmissing-prototypes $(CFLAGS)
-BENCH_SRC    := $(filter-out bench/demo.c,$(wildcard bench/*.c))
+BENCH_SRC    := $(wildcard bench/*.c)
 BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: bench bench-full bench-bin
@@ -22,8 +22,9 @@ $(BUILD)/bench/%: bench/%.c bench/bench_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< -lpthread
 
-bench:
+# deps (top-level Makefile) installs the compiler and python3 on a fresh machine.
+bench: deps
 	$(PYTHON) bench/bench.py --quick --build $(BUILD) $(BENCH_ARGS)
 
-bench-full:
+bench-full: deps
 	$(PYTHON) bench/bench.py --full --build $(BUILD) $(BENCH_ARGS)
