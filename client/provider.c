@@ -19,15 +19,10 @@ unsigned hak_provision_acquire(uint32_t *out, unsigned want)
         return want;
     if (tried)
         atomic_fetch_add_explicit(&fallbacks, 1, HAK_RELAXED);
-    uint32_t *rest = out + from_daemon;
-    unsigned got = hak_embedded_provider.acquire(rest, want - from_daemon);
-    for (unsigned i = 0; i < got; i++) {
-        uint32_t idx = rest[i];
-        if (hak_cold(idx)->provider == HAK_PROV_PAGERD)
-            atomic_fetch_add_explicit(&acquired[HAK_PROV_PAGERD], 1, HAK_RELAXED);
-        else
-            atomic_fetch_add_explicit(&acquired[HAK_PROV_EMBEDDED], 1, HAK_RELAXED);
-    }
+    /* Counted by who served them: a SuperSlab of the daemon's memory that
+     * is recycled in-process counts as embedded. */
+    unsigned got = hak_embedded_provider.acquire(out + from_daemon, want - from_daemon);
+    atomic_fetch_add_explicit(&acquired[HAK_PROV_EMBEDDED], got, HAK_RELAXED);
     return from_daemon + got;
 }
 
