@@ -550,7 +550,7 @@ def main():
 
     started = time.monotonic()
     if not args.no_build:
-        cmd = ["make", "-C", REPO, "--no-print-directory", f"BUILD={build}", "lib", "bench-bin"]
+        cmd = ["make", "-C", REPO, "--no-print-directory", f"BUILD={build}", "lib", "pagerd", "bench-bin"]
         say("building: " + " ".join(cmd[:2] + ["<repo>"] + cmd[3:]))
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
