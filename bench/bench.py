@@ -547,6 +547,8 @@ def main():
         if unknown:
             ap.error(f"unknown allocator(s): {', '.join(unknown)}; known: {', '.join(a['name'] for a in allocs)}")
         allocs = [a for a in allocs if a["name"] in want]
+    else:  # columns marked "default": false run only when named
+        allocs = [a for a in allocs if a.get("default", True)]
 
     started = time.monotonic()
     if not args.no_build:

@@ -57,6 +57,8 @@ HAK_NOINLINE void *hak_malloc_slow(size_t size)
     }
     if (size > HAK_MID_MAX)
         return hak_large_alloc(size, 16, false);
+    if (hak_link_key)
+        return hak_secure_malloc(size);
     unsigned cls = hak_size_class(size);
     void *b = tcache_pop(&hak_tls.c[cls]);
     return b ? b : refill_and_pop(cls);

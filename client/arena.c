@@ -48,21 +48,27 @@ int hak_arena_init(size_t reserve)
         /* The hot table is readable from the start: free() may look up any
          * address in the range; an entry not yet handed out reads as zero
          * (owner NULL, class 0), which every check rejects. */
-        void *hot = hak_os_map_noreserve(page_round(nss * sizeof(struct hak_ss_hot)));
-        void *cold = hak_os_reserve(page_round(nss * sizeof(struct hak_ss)), hak_os_page_size());
+        void *hot = hak_os_map_guarded(page_round(nss * sizeof(struct hak_ss_hot)));
+        /* The cold table is committed as it is used; the page before it
+         * and what lies past its end stay inaccessible: guards as well. */
+        char *cold = hak_os_reserve(page_round(nss * sizeof(struct hak_ss)) + 2 * hak_os_page_size(),
+                                    hak_os_page_size());
+        if (cold)
+            cold += hak_os_page_size();
         if (hot && cold) {
             hak_arena.hot = hot;
-            hak_arena.cold = cold;
+            hak_arena.cold = (struct hak_ss *)cold;
             hak_arena.nss_max = (uint32_t)nss;
             hak_arena.base = (uintptr_t)base;
             hak_arena.size = reserve; /* last: size > 0 publishes the arena */
             return 0;
         }
+        size_t page = hak_os_page_size();
         hak_os_unmap(base, reserve);
         if (hot)
-            hak_os_unmap(hot, page_round(nss * sizeof(struct hak_ss_hot)));
+            hak_os_unmap((char *)hot - page, page_round(nss * sizeof(struct hak_ss_hot)) + 2 * page);
         if (cold)
-            hak_os_unmap(cold, page_round(nss * sizeof(struct hak_ss)));
+            hak_os_unmap(cold - page, page_round(nss * sizeof(struct hak_ss)) + 2 * page);
     }
     return -1;
 }

@@ -34,6 +34,10 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
         hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
     if (!hak_class_is_block(k, x))
         hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
+    if (hak_link_key) {
+        hak_secure_free_local(p, cls);
+        return;
+    }
     if (p == tc->head)
         hak_fatal_pointer("free", p, "double free");
     *(void **)p = tc->head;
@@ -62,9 +66,11 @@ static HAK_NOINLINE void free_remote(void *p, uintptr_t off)
     if (!hak_class_is_block(&hak_classes[cls], slab_offset(off, hot, u)))
         hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
     struct hak_slab *s = &hak_cold(idx)->slab[__atomic_load_n(&hot->head[u], __ATOMIC_RELAXED)];
+    if (hak_link_key)
+        hak_secure_mark_free(p, "free");
     void *top = atomic_load_explicit(&s->remote, HAK_RELAXED);
     do
-        *(void **)p = top;
+        hak_link_set(p, top);
     while (!atomic_compare_exchange_weak_explicit(&s->remote, &top, p, memory_order_seq_cst,
                                                   HAK_RELAXED));
     if (!top)

@@ -76,7 +76,7 @@ static struct hak_heap *heap_alloc(void)
     } else {
         size_t sz = (sizeof(struct hak_heap) + 63) & ~(size_t)63;
         if ((size_t)(chunk_end - chunk_next) < sz) {
-            chunk_next = hak_os_map(HEAP_CHUNK);
+            chunk_next = hak_os_map_guarded(HEAP_CHUNK);
             chunk_end = chunk_next ? chunk_next + HEAP_CHUNK : NULL;
         }
         if (chunk_next) {
@@ -359,15 +359,21 @@ void hak_heap_unpark_all(void)
     hak_unlock(&pool_lock);
 }
 
-/* Allocation by a thread whose heap is gone (a later TLS destructor). */
-void *hak_heap_orphan_alloc(unsigned cls)
+/* The heap shared by threads whose own heap is gone. */
+struct hak_heap *hak_heap_orphan(void)
 {
-    struct hak_heap *h = &orphan_heap;
-    if (!h->is_orphan) {
+    if (!orphan_heap.is_orphan) {
         struct hak_heap *first = heap_alloc(); /* sets up the orphan heap too */
         if (first)
             heap_free(first);
     }
+    return &orphan_heap;
+}
+
+/* Allocation by a thread whose heap is gone (a later TLS destructor). */
+void *hak_heap_orphan_alloc(unsigned cls)
+{
+    struct hak_heap *h = hak_heap_orphan();
     hak_lock(&h->lock);
     struct hak_tcache *tc = &orphan_tls.c[cls];
     void *b = NULL;

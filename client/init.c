@@ -47,6 +47,7 @@ bool hak_init_slow(void)
         in_phase1 = true;
         hak_options_init();
         hak_classes_init();
+        hak_secure_init();
         if (hak_arena_init((size_t)hak_opt.arena_gib << 30) != 0)
             hak_warn("cannot reserve address space for the heap; allocations will fail");
         in_phase1 = false;

@@ -66,6 +66,31 @@ static inline void *hak_slab_base(const struct hak_slab *s)
     return (char *)hak_ss_addr(s->ss) + ((size_t)s->unit << HAK_UNIT_SHIFT);
 }
 
+/* ---- secure.c: HAKMEM_SECURE=1 ----
+ * Links between free blocks (slab free lists, remote lists) go through
+ * these helpers. With the secure mode off the key is 0 and a link is the
+ * plain next pointer (what the fast paths read). With it on, a link is
+ * XORed with a per-process secret and the slot's address, so a stray write
+ * decodes to garbage that the slab checks reject. */
+extern uintptr_t hak_link_key HAK_HIDDEN;
+static inline uintptr_t hak_link_mask(const void *slot)
+{
+    uintptr_t k = hak_link_key;
+    return k ? k ^ ((uintptr_t)slot >> 4) : 0;
+}
+static inline void hak_link_set(void *slot, void *next)
+{
+    *(uintptr_t *)slot = (uintptr_t)next ^ hak_link_mask(slot);
+}
+static inline void *hak_link_get(const void *slot)
+{
+    return (void *)(*(const uintptr_t *)slot ^ hak_link_mask(slot));
+}
+void hak_secure_init(void) HAK_HIDDEN;
+void *hak_secure_malloc(size_t size) HAK_HIDDEN;
+void hak_secure_free_local(void *p, unsigned cls) HAK_HIDDEN;
+void hak_secure_mark_free(void *p, const char *api) HAK_HIDDEN; /* aborts on a double free */
+
 /* ---- sizeclass.c: the size-class table ---- */
 extern struct hak_class hak_classes[HAK_NCLASS] HAK_HIDDEN;
 extern uint8_t hak_class_of16[HAK_SMALL_MAX / 16 + 1] HAK_HIDDEN;
@@ -83,13 +108,22 @@ static inline bool hak_class_is_block(const struct hak_class *k, uint32_t x)
 }
 
 /* ---- os.c: every system call that maps or releases memory ---- */
-enum hak_os_call { HAK_OS_MMAP, HAK_OS_MUNMAP, HAK_OS_MPROTECT, HAK_OS_MADVISE, HAK_OS_NCALLS };
+enum hak_os_call { HAK_OS_MMAP, HAK_OS_MUNMAP, HAK_OS_MPROTECT, HAK_OS_MADVISE, HAK_OS_SOCKET, HAK_OS_NCALLS };
+/* Fault injection for tests: of the next calls of that kind, let skip
+ * succeed, then make fail fail (mmap with ENOMEM, the others with EIO). */
+void hak_os_inject(enum hak_os_call call, uint32_t skip, uint32_t fail) HAK_HIDDEN;
+struct msghdr;
+int hak_os_connect_unix(const char *path, int timeout_ms) HAK_HIDDEN; /* socket fd or -1 */
+long hak_os_send(int fd, const void *buf, size_t len) HAK_HIDDEN;
+long hak_os_recvmsg(int fd, struct msghdr *mh, int flags) HAK_HIDDEN;
+void *hak_os_map_file(void *at, size_t len, int fd, uint64_t off, bool shared) HAK_HIDDEN; /* at: MAP_FIXED */
 void *hak_os_reserve(size_t size, size_t align) HAK_HIDDEN;  /* PROT_NONE */
 int hak_os_commit(void *p, size_t size) HAK_HIDDEN;          /* make read-write */
 int hak_os_decommit(void *p, size_t size) HAK_HIDDEN;        /* drop pages, keep range */
 int hak_os_decommit_file(void *p, size_t size, bool shared) HAK_HIDDEN;
 void *hak_os_map(size_t size) HAK_HIDDEN;                    /* fresh read-write pages */
 void *hak_os_map_noreserve(size_t size) HAK_HIDDEN;          /* same, no commit charge */
+void *hak_os_map_guarded(size_t size) HAK_HIDDEN;            /* with guard pages around */
 int hak_os_unmap(void *p, size_t size) HAK_HIDDEN;
 uint64_t hak_os_calls(enum hak_os_call call) HAK_HIDDEN;
 uint64_t hak_now_ns(void) HAK_HIDDEN;
@@ -149,6 +183,7 @@ void hak_slab_release(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
 void hak_slab_list_push(struct hak_heap *h, struct hak_slab *s, unsigned list) HAK_HIDDEN;
 void hak_slab_list_remove(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
 void hak_slab_notify_owner(struct hak_ss_hot *hot, struct hak_slab *s) HAK_HIDDEN;
+void *hak_slab_next(const struct hak_slab *s, const void *p) HAK_HIDDEN; /* checked link */
 static inline struct hak_slab *hak_slab_of(const void *p)
 {
     uint32_t idx = hak_ss_of(p);
@@ -174,6 +209,7 @@ void hak_heap_cache_adapt(struct hak_heap *h, unsigned cls, bool flush) HAK_HIDD
 void hak_heap_flush(struct hak_heap *h, unsigned cls, unsigned keep) HAK_HIDDEN;
 void hak_heap_drain_notify(struct hak_heap *h) HAK_HIDDEN;
 void *hak_heap_orphan_alloc(unsigned cls) HAK_HIDDEN;
+struct hak_heap *hak_heap_orphan(void) HAK_HIDDEN;
 void hak_heap_thread_exit(struct hak_heap *h) HAK_HIDDEN;
 void hak_heap_unpark_all(void) HAK_HIDDEN;
 void hak_heap_fork_prepare(void) HAK_HIDDEN;
@@ -217,6 +253,7 @@ struct hak_options {
     uint64_t arena_gib;      /* HAKMEM_ARENA_GB, 0 = automatic */
     uint64_t decay_ms;       /* HAKMEM_DECAY_MS */
     uint64_t stats;          /* HAKMEM_STATS */
+    uint64_t secure;         /* HAKMEM_SECURE */
     uint64_t large_cache_mb; /* HAKMEM_LARGE_CACHE_MB */
     uint64_t thread_cache_kb; /* HAKMEM_THREAD_CACHE_KB */
     uint64_t pagerd;         /* HAKMEM_PAGERD: HAK_PAGERD_* */

@@ -31,6 +31,8 @@ static const struct option_def options[] = {
     {"HAKMEM_LARGE_CACHE_MB", OPT_NUM, &hak_opt.large_cache_mb, 64, 0, 1u << 20, "MiB", NULL, NULL},
     /* bytes of free blocks one thread's caches may hold before they shrink */
     {"HAKMEM_THREAD_CACHE_KB", OPT_NUM, &hak_opt.thread_cache_kb, 4096, 64, 1u << 20, "KiB", NULL, NULL},
+    /* 1 = secure mode: encoded free-list links, double-free check on every free */
+    {"HAKMEM_SECURE", OPT_NUM, &hak_opt.secure, 0, 0, 1, "0/1", NULL, NULL},
     /* 1 = print statistics at exit */
     {"HAKMEM_STATS", OPT_NUM, &hak_opt.stats, 0, 0, 1, "0/1", NULL, NULL},
     /* use the page daemon: auto (if its socket exists), on (and warn if not), off */

@@ -1,14 +1,46 @@
-/* The OS layer: every call that maps, protects or releases memory goes
- * through here, so it can be counted (tests prove the steady state makes
- * none) and later made to fail on purpose. */
+/* The OS layer: every call that maps, protects or releases memory, and
+ * every socket call to the daemon, goes through here, so it can be counted
+ * (tests prove the steady state makes none) and made to fail on purpose
+ * (tests prove a failure at any point leaves the process working). */
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 static _Atomic uint64_t os_calls[HAK_OS_NCALLS];
+static struct {
+    _Atomic uint32_t skip, fail;
+} inject[HAK_OS_NCALLS];
+
+void hak_os_inject(enum hak_os_call call, uint32_t skip, uint32_t fail)
+{
+    atomic_store(&inject[call].skip, skip);
+    atomic_store(&inject[call].fail, fail);
+}
+
+/* Count the call; true if it is to fail (errno set). */
+static bool count_or_fail(enum hak_os_call c)
+{
+    atomic_fetch_add_explicit(&os_calls[c], 1, HAK_RELAXED);
+    if (likely(atomic_load_explicit(&inject[c].fail, HAK_RELAXED) == 0))
+        return false;
+    uint32_t skip = atomic_load(&inject[c].skip);
+    while (skip)
+        if (atomic_compare_exchange_weak(&inject[c].skip, &skip, skip - 1))
+            return false;
+    uint32_t fail = atomic_load(&inject[c].fail);
+    while (fail)
+        if (atomic_compare_exchange_weak(&inject[c].fail, &fail, fail - 1)) {
+            errno = c == HAK_OS_MMAP ? ENOMEM : EIO;
+            return true;
+        }
+    return false;
+}
 
 static void count(enum hak_os_call c)
 {
@@ -35,8 +67,8 @@ void *hak_os_reserve(size_t size, size_t align)
 {
     int saved = errno;
     size_t len = size + align;
-    count(HAK_OS_MMAP);
-    char *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    char *p = count_or_fail(HAK_OS_MMAP) ? MAP_FAILED
+                                         : mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
         errno = saved;
         return NULL;
@@ -58,8 +90,7 @@ void *hak_os_reserve(size_t size, size_t align)
 int hak_os_commit(void *p, size_t size)
 {
     int saved = errno;
-    count(HAK_OS_MPROTECT);
-    int rc = mprotect(p, size, PROT_READ | PROT_WRITE);
+    int rc = count_or_fail(HAK_OS_MPROTECT) ? -1 : mprotect(p, size, PROT_READ | PROT_WRITE);
     errno = saved;
     return rc;
 }
@@ -67,8 +98,7 @@ int hak_os_commit(void *p, size_t size)
 int hak_os_decommit(void *p, size_t size)
 {
     int saved = errno;
-    count(HAK_OS_MADVISE);
-    int rc = madvise(p, size, MADV_DONTNEED);
+    int rc = count_or_fail(HAK_OS_MADVISE) ? -1 : madvise(p, size, MADV_DONTNEED);
     errno = saved;
     return rc;
 }
@@ -78,8 +108,7 @@ int hak_os_decommit(void *p, size_t size)
 int hak_os_decommit_file(void *p, size_t size, bool shared)
 {
     int saved = errno;
-    count(HAK_OS_MADVISE);
-    int rc = madvise(p, size, shared ? MADV_REMOVE : MADV_DONTNEED);
+    int rc = count_or_fail(HAK_OS_MADVISE) ? -1 : madvise(p, size, shared ? MADV_REMOVE : MADV_DONTNEED);
     errno = saved;
     return rc;
 }
@@ -87,8 +116,8 @@ int hak_os_decommit_file(void *p, size_t size, bool shared)
 void *hak_os_map(size_t size)
 {
     int saved = errno;
-    count(HAK_OS_MMAP);
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = count_or_fail(HAK_OS_MMAP) ? MAP_FAILED
+                                         : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     errno = saved;
     return p == MAP_FAILED ? NULL : p;
 }
@@ -96,10 +125,35 @@ void *hak_os_map(size_t size)
 void *hak_os_map_noreserve(size_t size)
 {
     int saved = errno;
-    count(HAK_OS_MMAP);
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = count_or_fail(HAK_OS_MMAP)
+                  ? MAP_FAILED
+                  : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     errno = saved;
     return p == MAP_FAILED ? NULL : p;
+}
+
+/* size bytes of read-write memory between two inaccessible guard pages, so
+ * that a stray write running off either end of metadata faults instead of
+ * corrupting its neighbour. */
+void *hak_os_map_guarded(size_t size)
+{
+    size_t page = hak_os_page_size();
+    int saved = errno;
+    char *p = count_or_fail(HAK_OS_MMAP)
+                  ? MAP_FAILED
+                  : mmap(NULL, size + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        errno = saved;
+        return NULL;
+    }
+    count(HAK_OS_MPROTECT);
+    if (mprotect(p + page, size, PROT_READ | PROT_WRITE) != 0) {
+        munmap(p, size + 2 * page);
+        errno = saved;
+        return NULL;
+    }
+    errno = saved;
+    return p + page;
 }
 
 int hak_os_unmap(void *p, size_t size)
@@ -109,6 +163,48 @@ int hak_os_unmap(void *p, size_t size)
     int rc = munmap(p, size);
     errno = saved;
     return rc;
+}
+
+/* A file mapping: anywhere (at NULL) or replacing [at, at + len). */
+void *hak_os_map_file(void *at, size_t len, int fd, uint64_t off, bool shared)
+{
+    int saved = errno;
+    int flags = (shared ? MAP_SHARED : MAP_PRIVATE) | (at ? MAP_FIXED : 0);
+    void *p = count_or_fail(HAK_OS_MMAP) ? MAP_FAILED : mmap(at, len, PROT_READ | PROT_WRITE, flags, fd, (off_t)off);
+    errno = saved;
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* A SOCK_SEQPACKET connection to a Unix socket, with send and receive
+ * timeouts so that a stuck daemon never holds the caller. */
+int hak_os_connect_unix(const char *path, int timeout_ms)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len >= sizeof sa.sun_path || count_or_fail(HAK_OS_SOCKET))
+        return -1;
+    memcpy(sa.sun_path, path, len + 1);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+long hak_os_send(int fd, const void *buf, size_t len)
+{
+    return count_or_fail(HAK_OS_SOCKET) ? -1 : send(fd, buf, len, MSG_NOSIGNAL);
+}
+
+long hak_os_recvmsg(int fd, struct msghdr *mh, int flags)
+{
+    return count_or_fail(HAK_OS_SOCKET) ? -1 : recvmsg(fd, mh, flags);
 }
 
 uint64_t hak_now_ns(void)

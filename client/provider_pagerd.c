@@ -88,26 +88,6 @@ static struct hak_shm_return_ring *return_ring(struct session *s)
 
 /* ---- connecting ---- */
 
-static int open_socket(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    size_t len = strlen(path);
-    if (len >= sizeof sa.sun_path)
-        return -1;
-    memcpy(sa.sun_path, path, len + 1);
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = {0, IO_TIMEOUT_MS * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* Send hello, receive welcome and the memfd. Returns the memfd or -1. */
 static int handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w)
 {
@@ -115,8 +95,10 @@ static int handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w)
     memset(&hello, 0, sizeof hello);
     hak_msg_init(&hello.hdr, HAK_MSG_HELLO, sizeof hello);
     hello.capacity = capacity;
-    if (send(sock, &hello, sizeof hello, MSG_NOSIGNAL) != (ssize_t)sizeof hello)
+    if (hak_os_send(sock, &hello, sizeof hello) != (long)sizeof hello) {
+        warn_once("cannot send the hello to the daemon", NULL);
         return -1;
+    }
     union {
         struct hak_msg_welcome welcome;
         struct hak_msg_refuse refuse;
@@ -125,7 +107,7 @@ static int handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w)
     char cbuf[CMSG_SPACE(sizeof(int))];
     struct iovec iov = {&buf, sizeof buf};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
-    ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    long n = hak_os_recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
     int memfd = -1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
@@ -170,11 +152,9 @@ static bool ctrl_ok(const struct hak_shm_ctrl *c, const struct hak_shm_layout *l
 static bool map_session(struct session *s)
 {
     const struct hak_shm_layout *l = &s->layout;
-    s->ctrl = mmap(NULL, l->ctrl_size, PROT_READ | PROT_WRITE, MAP_SHARED, s->memfd, 0);
-    if (s->ctrl == MAP_FAILED) {
-        s->ctrl = NULL;
+    s->ctrl = hak_os_map_file(NULL, l->ctrl_size, s->memfd, 0, true);
+    if (!s->ctrl)
         return false;
-    }
     if (!ctrl_ok(s->ctrl, l))
         return false;
     s->ncpus = s->ctrl->ncpus;
@@ -188,7 +168,7 @@ static bool map_session(struct session *s)
         return false;
     void *at = hak_ss_addr(s->base);
     size_t len = (size_t)l->capacity << HAK_SS_SHIFT;
-    if (mmap(at, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, s->memfd, (off_t)l->ss_offset) != at)
+    if (hak_os_map_file(at, len, s->memfd, l->ss_offset, true) != at)
         return false; /* the range stays reserved and unused */
     s->held = hak_os_map(((size_t)l->capacity + 63) / 64 * 8);
     return s->held != NULL;
@@ -219,7 +199,7 @@ static void try_connect(void)
     }
     struct session *s = &pd.s[n];
     memset(s, 0, sizeof *s);
-    s->sock = open_socket(hak_opt.pagerd_socket);
+    s->sock = hak_os_connect_unix(hak_opt.pagerd_socket, IO_TIMEOUT_MS);
     s->memfd = -1;
     if (s->sock < 0) {
         warn_once("cannot connect to", hak_opt.pagerd_socket);
@@ -231,7 +211,11 @@ static void try_connect(void)
     if (s->memfd >= 0) {
         s->layout = w.layout;
         s->id = w.session;
-        if (layout_ok(&w, asked, s->memfd) && map_session(s)) {
+        if (!layout_ok(&w, asked, s->memfd)) {
+            warn_once("the daemon sent a layout that does not check out", NULL);
+        } else if (!map_session(s)) {
+            warn_once("cannot map the daemon's file (or its control area does not check out)", NULL);
+        } else {
             s->hb_value = atomic_load_explicit(&s->ctrl->heartbeat, HAK_RELAXED);
             s->hb_seen_ns = hak_now_ns();
             atomic_store(&s->live, 1);
@@ -240,7 +224,6 @@ static void try_connect(void)
             pd.warned = false;
             return;
         }
-        warn_once("the daemon sent a layout that does not check out", NULL);
     }
     close_session_io(s);
     if (s->memfd >= 0)
@@ -436,7 +419,7 @@ void hak_pagerd_fork_prepare(void)
             continue;
         void *at = hak_ss_addr(s->base);
         size_t len = (size_t)s->layout.capacity << HAK_SS_SHIFT;
-        if (mmap(at, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, s->memfd, (off_t)s->layout.ss_offset) != at)
+        if (hak_os_map_file(at, len, s->memfd, s->layout.ss_offset, false) != at)
             hak_fatal("fork: cannot make the daemon's shared memory private");
         s->private_copy = true;
         atomic_store(&s->live, 0);

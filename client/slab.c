@@ -82,6 +82,21 @@ void hak_slab_release(struct hak_heap *h, struct hak_slab *s)
     hak_ss_unit_freed(h, s->ss);
 }
 
+/* The link stored in free block p of slab s. In secure mode it is decoded
+ * and must lead to another block of the same slab (or nowhere): anything
+ * else means the block was written after it was freed. */
+void *hak_slab_next(const struct hak_slab *s, const void *p)
+{
+    void *next = hak_link_get(p);
+    if (hak_link_key && next) {
+        const struct hak_class *k = &hak_classes[s->cls];
+        uintptr_t off = (uintptr_t)next - (uintptr_t)hak_slab_base(s);
+        if (off >= (uintptr_t)k->span << HAK_UNIT_SHIFT || !hak_class_is_block(k, (uint32_t)off))
+            hak_fatal_pointer("malloc", p, "free list corrupted: a freed block was overwritten (use after free or overflow)");
+    }
+    return next;
+}
+
 /* Up to want blocks as a NULL-terminated list in *first: the local free
  * list first (whole, when it fits, without walking it), then fresh blocks.
  * Moves the slab to the full list when nothing is left. */
@@ -92,15 +107,18 @@ unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first)
     unsigned n = 0;
     if (s->free) {
         list = s->free;
-        if (s->nfree <= want) {
+        /* The whole list without a walk, except in secure mode, where every
+         * link handed over is checked on the way. */
+        if (s->nfree <= want && !hak_link_key) {
             n = s->nfree;
             s->free = NULL;
         } else {
             void *last = list;
-            for (n = 1; n < want; n++)
-                last = *(void **)last;
-            s->free = *(void **)last;
-            *(void **)last = NULL;
+            unsigned take = s->nfree < want ? s->nfree : want;
+            for (n = 1; n < take; n++)
+                last = hak_slab_next(s, last);
+            s->free = hak_slab_next(s, last);
+            hak_link_set(last, NULL);
         }
         s->nfree -= n;
     }
@@ -110,8 +128,8 @@ unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first)
             m = k->capacity - s->carved;
         char *b = (char *)hak_slab_base(s) + (size_t)s->carved * k->size;
         for (unsigned i = 0; i + 1 < m; i++, b += k->size)
-            *(void **)b = b + k->size;
-        *(void **)b = list;
+            hak_link_set(b, b + k->size);
+        hak_link_set(b, list);
         list = (char *)hak_slab_base(s) + (size_t)s->carved * k->size;
         s->carved += m;
         n += m;
@@ -139,7 +157,7 @@ void hak_slab_put_local(struct hak_heap *h, void *p)
     struct hak_slab *s = hak_slab_of(p);
     if (unlikely(s->used == 0))
         hak_fatal_pointer("free", p, "double free (slab has no live blocks)");
-    *(void **)p = s->free;
+    hak_link_set(p, s->free);
     s->free = p;
     s->nfree++;
     s->used--;
@@ -153,15 +171,14 @@ void hak_slab_collect(struct hak_heap *h, struct hak_slab *s)
     void *list = atomic_exchange_explicit(&s->remote, NULL, memory_order_acquire);
     if (!list)
         return;
-    void *tail = list;
+    void *tail = list, *next;
     unsigned n = 1;
-    while (*(void **)tail) {
-        tail = *(void **)tail;
-        n++;
+    while ((next = hak_slab_next(s, tail)) != NULL) {
+        tail = next;
+        if (unlikely(++n > s->used))
+            hak_fatal_pointer("free", list, "double free (more blocks returned than handed out)");
     }
-    if (unlikely(n > s->used))
-        hak_fatal_pointer("free", list, "double free (more blocks returned than handed out)");
-    *(void **)tail = s->free;
+    hak_link_set(tail, s->free);
     s->free = list;
     s->nfree += n;
     s->used -= n;

@@ -20,4 +20,4 @@ $(PAGERD_BIN): $(PAGERD_OBJ) $(SHM_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PAGERD_LIBS)
 
 # The daemon's tests share a raw protocol client.
-$(BUILD)/tests/test_pagerd $(BUILD)/tests/test_pagerd_hostile: tests/pagerd_client.h
+$(BUILD)/tests/test_pagerd $(BUILD)/tests/test_pagerd_hostile $(BUILD)/tests/test_pagerd_client $(BUILD)/tests/test_faults: tests/pagerd_client.h

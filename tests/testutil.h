@@ -134,6 +134,8 @@ static inline int run_expect_abort(void (*fn)(void), char *err, size_t cap)
     close(pipefd[0]);
     int status = 0;
     waitpid(pid, &status, 0);
+    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT) && got + 40 < cap)
+        snprintf(err + got, cap - got, "[child status %#x]", status);
     return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
 }
 
