@@ -20,12 +20,16 @@ static inline void *tcache_pop(struct hak_tcache *tc)
 
 HAK_API void *hak_malloc(size_t size)
 {
-    if (likely(size <= HAK_SMALL_MAX)) {
-        unsigned cls = hak_class_of16[(size + 15) >> 4];
-        void *b = tcache_pop(&hak_tls.c[cls]);
-        if (likely(b))
-            return b;
-    }
+    unsigned cls;
+    if (likely(size <= HAK_SMALL_MAX))
+        cls = hak_class_of16[(size + 15) >> 4];
+    else if (size <= HAK_MID_MAX)
+        cls = hak_class_of1k[(size + 1023) >> 10];
+    else
+        return hak_malloc_slow(size);
+    void *b = tcache_pop(&hak_tls.c[cls]);
+    if (likely(b))
+        return b;
     return hak_malloc_slow(size);
 }
 

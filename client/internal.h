@@ -94,6 +94,7 @@ void hak_secure_mark_free(void *p, const char *api) HAK_HIDDEN; /* aborts on a d
 /* ---- sizeclass.c: the size-class table ---- */
 extern struct hak_class hak_classes[HAK_NCLASS] HAK_HIDDEN;
 extern uint8_t hak_class_of16[HAK_SMALL_MAX / 16 + 1] HAK_HIDDEN;
+extern uint8_t hak_class_of1k[HAK_MID_MAX / 1024 + 1] HAK_HIDDEN;
 void hak_classes_init(void) HAK_HIDDEN;
 unsigned hak_size_class(size_t size) HAK_HIDDEN; /* 1..52 for size <= HAK_MID_MAX */
 

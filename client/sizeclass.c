@@ -17,6 +17,8 @@
 
 struct hak_class hak_classes[HAK_NCLASS];
 uint8_t hak_class_of16[HAK_SMALL_MAX / 16 + 1];
+/* Mid classes step by at least 2 KiB, so 1 KiB granules map exactly. */
+uint8_t hak_class_of1k[HAK_MID_MAX / 1024 + 1];
 
 static uint32_t class_size(unsigned c)
 {
@@ -85,4 +87,6 @@ void hak_classes_init(void)
     /* Class 0 stays all zero: no capacity, no blocks. */
     for (unsigned i = 0; i <= HAK_SMALL_MAX / 16; i++)
         hak_class_of16[i] = (uint8_t)hak_size_class((size_t)i * 16);
+    for (unsigned i = HAK_SMALL_MAX / 1024 + 1; i <= HAK_MID_MAX / 1024; i++)
+        hak_class_of1k[i] = (uint8_t)hak_size_class((size_t)i * 1024);
 }

@@ -17,6 +17,8 @@ static void test_every_size_maps_to_smallest_fitting_class(void **state)
             assert_true(hak_classes[c - 1].size < n);
         if (n <= HAK_SMALL_MAX)
             assert_int_equal(hak_class_of16[(n + 15) >> 4], c);
+        else
+            assert_int_equal(hak_class_of1k[(n + 1023) >> 10], c);
         if (n > 128)
             assert_true((hak_classes[c].size - n) * 4 <= n);
     }
