@@ -153,4 +153,15 @@ static inline int parse_double(const char *text, double lo, double hi, double *o
     return 0;
 }
 
+/* Write a block the way a program that uses it would: its first and last
+ * bytes and one byte in every 4 KiB page between. Touching only the two
+ * ends would let an allocator whose blocks sit back to back share a page
+ * between neighbours and look smaller than it is. */
+static inline void bench_touch(char *p, size_t size, char v)
+{
+    for (size_t off = 0; off < size; off += 4096)
+        p[off] = v;
+    p[size - 1] = v;
+}
+
 #endif

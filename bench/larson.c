@@ -54,8 +54,7 @@ static void *chain_thread(void *arg)
             free(slot[k]);
             size_t size = size_uniform((uint32_t)x, lo, hi);
             char *p = xmalloc(size);
-            p[0] = (char)k;
-            p[size - 1] = (char)i;
+            bench_touch(p, size, (char)(k ^ i));
             slot[k] = p;
         }
         ops += 2 * n;
@@ -135,7 +134,7 @@ int main(int argc, char **argv)
         for (long i = 0; i < slots; i++) {
             size_t size = rng_range(&ch->rng, run.min, run.max);
             char *p = xmalloc(size);
-            p[0] = 1;
+            bench_touch(p, size, 1);
             ch->slot[i] = p;
         }
     }

@@ -36,7 +36,7 @@ static void *worker_thread(void *arg)
     for (size_t i = 0; i < n; i++) {
         size_t size = rng_range(&rng, lo, hi);
         char *p = xmalloc(size);
-        p[0] = p[size - 1] = 1;
+        bench_touch(p, size, 1);
         slot[i] = p;
     }
     pthread_barrier_wait(&r->start);
@@ -48,8 +48,7 @@ static void *worker_thread(void *arg)
             free(slot[k]);
             size_t size = size_uniform((uint32_t)x, lo, hi);
             char *p = xmalloc(size);
-            p[0] = (char)k;
-            p[size - 1] = (char)i;
+            bench_touch(p, size, (char)(k ^ i));
             slot[k] = p;
         }
         ops += 2 * 64;

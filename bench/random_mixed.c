@@ -39,7 +39,7 @@ static void *worker_thread(void *arg)
         if (i % 2 == 0) {
             size_t size = rng_logsize(&rng, lo, hi);
             char *p = xmalloc(size);
-            p[0] = p[size - 1] = 1;
+            bench_touch(p, size, 1);
             slot[i] = p;
         }
     }
@@ -55,8 +55,7 @@ static void *worker_thread(void *arg)
             } else {
                 size_t size = size_logu((uint32_t)x, lo, hi);
                 char *p = xmalloc(size);
-                p[0] = (char)k;
-                p[size - 1] = (char)i;
+                bench_touch(p, size, (char)(k ^ i));
                 slot[k] = p;
             }
         }
