@@ -8,8 +8,6 @@
  * owning heap's lock, except hak_slab_notify_owner. */
 #include "internal.h"
 
-#define CARVE_BYTES 4096
-
 void hak_slab_list_push(struct hak_heap *h, struct hak_slab *s, unsigned list)
 {
     struct hak_slab **head = list == HAK_LIST_PARTIAL ? &h->partial[s->cls] : &h->full[s->cls];
@@ -126,9 +124,9 @@ unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first)
     }
     if (n < want && s->carved < k->capacity) {
         /* Carving writes a link into every block, so it faults their
-         * pages in: at most CARVE_BYTES of fresh memory per call keeps one
+         * pages in: at most HAK_CARVE_BYTES of fresh memory per call keeps one
          * malloc from paying for many page faults at once. */
-        unsigned m = want - n, most = CARVE_BYTES / k->size;
+        unsigned m = want - n, most = HAK_CARVE_BYTES / k->size;
         if (m > most)
             m = most ? most : 1;
         if (m > k->capacity - s->carved)

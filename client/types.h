@@ -32,6 +32,7 @@
 #define HAK_SMALL_MAX 8192      /* classes 1..32: one-unit slabs */
 #define HAK_MID_MAX 262144      /* classes 33..52: multi-unit slabs */
 #define HAK_NO_SS UINT32_MAX
+#define HAK_CARVE_BYTES 4096    /* fresh memory one refill carves at most */
 
 struct hak_heap;
 

@@ -1,7 +1,7 @@
-/* Slab carving and refill: a refill carves a whole batch in address order
- * in one pass, blocks come back to their slab, an emptied slab's free list
- * is handed over whole, and a thread fills its own slabs before it asks for
- * another SuperSlab. Each test runs in a fresh thread, so it starts from an
+/* Slab carving and refill: a refill carves a batch (at most
+ * HAK_CARVE_BYTES of fresh memory) in address order in one pass, blocks come
+ * back to their slab, an emptied slab's free list is handed over whole, and
+ * a thread fills its own slabs before it asks for another SuperSlab. Each test runs in a fresh thread, so it starts from an
  * empty heap. */
 #include <pthread.h>
 #include <sys/mman.h>
@@ -39,7 +39,7 @@ static void *carve_thread(void *arg)
     struct hak_heap *h = my_heap();
     const unsigned cls = 9; /* 160 B: capacity 409 */
     const struct hak_class *k = &hak_classes[cls];
-    const unsigned batch = k->cap_base / 2;
+    const unsigned batch = k->cap_base / 2, carve = HAK_CARVE_BYTES / k->size;
     hak_lock(&h->lock);
     LCHECK((h->partial[cls]) == NULL);
     LCHECK(hak_ss_new_slab(h, cls));
@@ -52,7 +52,8 @@ static void *carve_thread(void *arg)
     while (taken < k->capacity) {
         void *first;
         unsigned n = hak_slab_take(s, batch, &first);
-        LCHECK((n) == (taken + batch <= k->capacity ? batch : k->capacity - taken));
+        unsigned expect = batch < carve ? batch : carve;
+        LCHECK(n == (taken + expect <= k->capacity ? expect : k->capacity - taken));
         /* One pass over fresh memory: consecutive blocks in address order. */
         char *b = first;
         for (unsigned i = 0; i < n; i++) {
@@ -120,7 +121,9 @@ static void *fill_thread(void *arg)
     struct hak_heap *h = my_heap();
     const unsigned cls = 4; /* 64 B */
     const struct hak_class *k = &hak_classes[cls];
-    const unsigned batch = k->cap_base / 2; /* no flush happens: no growth */
+    /* No flush happens, so no growth: a refill carves half the base
+     * capacity, or HAK_CARVE_BYTES of blocks if that is less. */
+    const unsigned batch = k->cap_base / 2 < HAK_CARVE_BYTES / k->size ? k->cap_base / 2 : HAK_CARVE_BYTES / k->size;
     uint64_t refills0 = h->st[cls].refills;
     size_t n = (size_t)k->capacity * HAK_UNITS * 3; /* three SuperSlabs' worth */
     void **blocks = mmap(NULL, n * sizeof(void *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
