@@ -128,6 +128,7 @@ void *hak_os_map_guarded(size_t size) HAK_HIDDEN;            /* with guard pages
 int hak_os_unmap(void *p, size_t size) HAK_HIDDEN;
 uint64_t hak_os_calls(enum hak_os_call call) HAK_HIDDEN;
 uint64_t hak_now_ns(void) HAK_HIDDEN;
+uint32_t hak_now_ms(void) HAK_HIDDEN; /* wraps after 49 days: compare differences */
 size_t hak_os_page_size(void) HAK_HIDDEN;
 
 /* ---- provider.c: where SuperSlabs come from (embedded or pagerd) ---- */

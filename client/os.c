@@ -207,6 +207,11 @@ long hak_os_recvmsg(int fd, struct msghdr *mh, int flags)
     return count_or_fail(HAK_OS_SOCKET) ? -1 : recvmsg(fd, mh, flags);
 }
 
+uint32_t hak_now_ms(void)
+{
+    return (uint32_t)(hak_now_ns() / 1000000);
+}
+
 uint64_t hak_now_ns(void)
 {
     struct timespec ts;

@@ -135,8 +135,16 @@ static unsigned emb_acquire(uint32_t *out, unsigned want)
         }
         out[got++] = idx;
     }
-    for (unsigned i = 0; i < got; i++)
-        hak_cold(out[i])->state = HAK_SS_OWNED;
+    uint64_t now = hak_now_ns();
+    for (unsigned i = 0; i < got; i++) {
+        struct hak_ss *ss = hak_cold(out[i]);
+        /* The heap's decay clock for its free units starts now; a SuperSlab
+         * that was not purged has all of its pages resident. */
+        ss->dirty_units = ss->state == HAK_SS_DIRTY ? HAK_ALL_UNITS : 0;
+        for (unsigned u = 0; u < HAK_UNITS; u++)
+            ss->unit_idle_ms[u] = (uint32_t)(now / 1000000);
+        ss->state = HAK_SS_OWNED;
+    }
     hak_unlock(&emb.lock);
     return got;
 }

@@ -332,7 +332,9 @@ static bool take(struct session *s, uint64_t off, uint32_t *idx)
     *idx = s->base + i;
     if (hak_cold(*idx)->state == HAK_SS_UNUSED)
         hak_arena_ss_init(*idx);
-    hak_cold(*idx)->state = HAK_SS_OWNED;
+    struct hak_ss *ss = hak_cold(*idx);
+    ss->state = HAK_SS_OWNED;
+    ss->dirty_units = 0; /* the daemon's pre-faulted pages: its business until used */
     return true;
 }
 

@@ -76,8 +76,9 @@ void hak_slab_release(struct hak_heap *h, struct hak_slab *s)
     s->nfree = s->carved = 0;
     struct hak_ss *ss = hak_cold(s->ss);
     ss->free_units |= span_mask(s->unit, span);
-    if (!ss->dirty_units)
-        ss->idle_since_ns = hak_now_ns();
+    uint32_t now = hak_now_ms();
+    for (unsigned u = s->unit; u < s->unit + span; u++)
+        ss->unit_idle_ms[u] = now;
     ss->dirty_units |= span_mask(s->unit, span);
     hak_ss_unit_freed(h, s->ss);
 }

@@ -65,15 +65,24 @@ static void hlist_place(struct hak_heap *h, uint32_t idx)
 
 /* ---- placing a new slab ---- */
 
-static int find_run(uint16_t free_units, unsigned span)
+static int find_run_in(uint16_t units, unsigned span)
 {
     if (span == 1)
-        return free_units ? __builtin_ctz(free_units) : -1;
+        return units ? __builtin_ctz(units) : -1;
     uint16_t m = (uint16_t)((1u << span) - 1);
     for (unsigned u = 0; u + span <= HAK_UNITS; u++)
-        if (((free_units >> u) & m) == m)
+        if (((units >> u) & m) == m)
             return (int)u;
     return -1;
+}
+
+/* Units whose pages are still resident first: reusing them costs no page
+ * fault, and leaves the clean ones clean instead of letting dirty ones sit
+ * idle until the decay returns them. */
+static int find_run(const struct hak_ss *ss, unsigned span)
+{
+    int u = find_run_in(ss->free_units & ss->dirty_units, span);
+    return u >= 0 ? u : find_run_in(ss->free_units, span);
 }
 
 static void place_slab(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls)
@@ -90,7 +99,7 @@ static bool place_in_owned(struct hak_heap *h, unsigned cls)
     unsigned span = hak_classes[cls].span, scanned = 0;
     for (uint32_t idx = h->ss_avail; idx != HAK_NO_SS && scanned < AVAIL_SCAN_MAX;
          idx = hak_cold(idx)->next, scanned++) {
-        int unit = find_run(hak_cold(idx)->free_units, span);
+        int unit = find_run(hak_cold(idx), span);
         if (unit >= 0) {
             place_slab(h, idx, (unsigned)unit, cls);
             return true;
@@ -183,34 +192,39 @@ void hak_ss_release_empty(struct hak_heap *h)
  * into use again before that costs nothing. Checked from the refill path at
  * most twice per decay, so a steady state makes no system call. */
 
-static size_t purge_ss(uint32_t idx)
+/* Return the pages of the dirty units idle for the decay (all of them if
+ * force), a run of neighbours per call. */
+static size_t purge_ss(uint32_t idx, uint32_t now_ms, bool force)
 {
     struct hak_ss *ss = hak_cold(idx);
-    uint16_t d = ss->dirty_units;
+    uint16_t due = 0;
+    for (uint16_t d = ss->dirty_units; d; d &= (uint16_t)(d - 1)) {
+        unsigned u = (unsigned)__builtin_ctz(d);
+        if (force || now_ms - ss->unit_idle_ms[u] >= hak_opt.decay_ms)
+            due |= (uint16_t)(1u << u);
+    }
+    ss->dirty_units &= (uint16_t)~due;
     size_t bytes = 0;
-    while (d) {
-        unsigned u = (unsigned)__builtin_ctz(d), n = 0;
-        while (u + n < HAK_UNITS && (d >> (u + n) & 1))
+    while (due) {
+        unsigned u = (unsigned)__builtin_ctz(due), n = 0;
+        while (u + n < HAK_UNITS && (due >> (u + n) & 1))
             n++;
         hak_provision_decommit(idx, u, n);
         bytes += (size_t)n << HAK_UNIT_SHIFT;
-        d &= (uint16_t)~(((1u << n) - 1) << u);
+        due &= (uint16_t)~(((1u << n) - 1) << u);
     }
-    ss->dirty_units = 0;
     return bytes;
 }
 
 size_t hak_ss_purge_units(struct hak_heap *h, bool force)
 {
-    uint64_t now = hak_now_ns(), decay = hak_opt.decay_ms * 1000000u;
+    uint32_t now = hak_now_ms();
     size_t bytes = 0;
     for (int list = 0; list < 2; list++)
-        for (uint32_t idx = list ? h->ss_empty : h->ss_avail; idx != HAK_NO_SS; idx = hak_cold(idx)->next) {
-            struct hak_ss *ss = hak_cold(idx);
-            if (ss->dirty_units && (force || now - ss->idle_since_ns >= decay))
-                bytes += purge_ss(idx);
-        }
-    h->next_purge_ns = now + decay / 2;
+        for (uint32_t idx = list ? h->ss_empty : h->ss_avail; idx != HAK_NO_SS; idx = hak_cold(idx)->next)
+            if (hak_cold(idx)->dirty_units)
+                bytes += purge_ss(idx, now, force);
+    h->next_purge_ns = hak_now_ns() + hak_opt.decay_ms * 1000000u / 2;
     return bytes;
 }
 

@@ -103,8 +103,9 @@ struct hak_ss {
     uint8_t provider;       /* which provider it came from (HAK_PROV_*) */
     uint8_t state;          /* HAK_SS_*: owner or provider, under their locks */
     uint8_t hlist;          /* owner: HAK_SSL_*, the heap list it is on */
-    uint64_t idle_since_ns; /* provider: when it came back (decay); owner:
-                               when the oldest of its dirty units was freed */
+    uint64_t idle_since_ns; /* provider: when it came back (decay) */
+    uint32_t unit_idle_ms[HAK_UNITS]; /* owner: when each dirty unit was freed
+                               (hak_now_ms, wrapping) */
 };
 
 enum { HAK_SS_UNUSED = 0, HAK_SS_CLEAN, HAK_SS_DIRTY, HAK_SS_OWNED };
