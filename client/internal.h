@@ -126,6 +126,7 @@ void *hak_os_map(size_t size) HAK_HIDDEN;                    /* fresh read-write
 void *hak_os_map_noreserve(size_t size) HAK_HIDDEN;          /* same, no commit charge */
 void *hak_os_map_guarded(size_t size) HAK_HIDDEN;            /* with guard pages around */
 int hak_os_unmap(void *p, size_t size) HAK_HIDDEN;
+void *hak_os_remap(void *p, size_t old, size_t len) HAK_HIDDEN;
 uint64_t hak_os_calls(enum hak_os_call call) HAK_HIDDEN;
 uint64_t hak_now_ns(void) HAK_HIDDEN;
 uint32_t hak_now_ms(void) HAK_HIDDEN; /* wraps after 49 days: compare differences */
@@ -228,6 +229,7 @@ void hak_free_generic(void *p) HAK_HIDDEN;
 void *hak_large_alloc(size_t size, size_t align, bool zero) HAK_HIDDEN;
 bool hak_large_free(void *p) HAK_HIDDEN;          /* false: not a large block */
 size_t hak_large_usable(const void *p) HAK_HIDDEN; /* 0: not a large block */
+void *hak_large_resize(void *p, size_t size) HAK_HIDDEN;
 size_t hak_large_trim(void) HAK_HIDDEN;
 void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blocks) HAK_HIDDEN;
 void hak_large_fork_prepare(void) HAK_HIDDEN;

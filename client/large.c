@@ -224,6 +224,44 @@ bool hak_large_free(void *p)
     return true;
 }
 
+/* Resize a large block in place or by moving its pages (mremap), never by
+ * copying bytes. Returns the block, or NULL (errno ENOMEM) leaving p
+ * intact. */
+void *hak_large_resize(void *p, size_t size)
+{
+    size_t page = hak_os_page_size();
+    if (size > SIZE_MAX / 2) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t len = (size + page - 1) & ~(page - 1);
+    hak_lock(&lg.lock);
+    struct large_entry *e = lookup((uintptr_t)p);
+    void *q = NULL;
+    if (e) {
+        size_t old = e->len;
+        q = len == old ? p : hak_os_remap(p, old, len);
+        if (q && q != p) {
+            e->ptr = 1; /* the old address is gone */
+            lg.used--;
+            lg.tomb++;
+            if (!insert((uintptr_t)q, len)) {
+                /* Cannot record it: give the caller nothing, keep nothing. */
+                hak_os_unmap(q, len);
+                q = NULL;
+            }
+        } else if (q) {
+            e->len = len;
+        }
+        if (q)
+            lg.live_bytes += len - old;
+    }
+    hak_unlock(&lg.lock);
+    if (!q)
+        errno = ENOMEM;
+    return q;
+}
+
 size_t hak_large_usable(const void *p)
 {
     hak_lock(&lg.lock);

@@ -156,6 +156,16 @@ void *hak_os_map_guarded(size_t size)
     return p + page;
 }
 
+/* Move or resize a mapping without copying (mremap); NULL on failure, the
+ * old mapping then intact. */
+void *hak_os_remap(void *p, size_t old, size_t len)
+{
+    int saved = errno;
+    void *q = count_or_fail(HAK_OS_MMAP) ? MAP_FAILED : mremap(p, old, len, MREMAP_MAYMOVE);
+    errno = saved;
+    return q == MAP_FAILED ? NULL : q;
+}
+
 int hak_os_unmap(void *p, size_t size)
 {
     int saved = errno;

@@ -1,6 +1,8 @@
 /* realloc and reallocarray. A block is resized in place when the new size
  * still fits its class (or mapping) without wasting more than half of it;
- * otherwise it moves. A failed resize leaves the old block intact. */
+ * a large block that stays large has its pages moved by the kernel
+ * (mremap) instead of copied; otherwise it moves. A failed resize leaves
+ * the old block intact. */
 #include <string.h>
 
 #include "internal.h"
@@ -17,6 +19,8 @@ HAK_API void *hak_realloc(void *p, size_t size)
     size_t have = hak_usable_size(p); /* also rejects a pointer not ours */
     if (size <= have && size > have / 2)
         return p;
+    if (size > HAK_MID_MAX && !hak_in_arena(p))
+        return hak_large_resize(p, size);
     void *q = hak_malloc(size);
     if (!q)
         return NULL;
