@@ -3,6 +3,7 @@
 #   make test       build and run every test
 #   make debug      the same library and tests with assertions on, in build-debug/
 #   make bench      the quick comparison with the peer allocators (bench/bench.mk)
+#   make install    library, header, pkg-config file, daemon, hakctl, units, man pages (install.mk)
 #   make clean
 
 VERSION    := 0.1.0
@@ -81,3 +82,4 @@ clean:
 	rm -rf build build-debug
 include pagerd/pagerd.mk
 include bench/bench.mk
+include install.mk

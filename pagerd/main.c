@@ -132,7 +132,7 @@ int main(int argc, char **argv)
     log_setlevel(pd.set.log_level);
     raise_fd_limit();
     pool_topology(pd.set.fake_nodes);
-    session_listen(pd.cfg.socket);
+    pd.cfg.socket = session_listen(pd.cfg.socket);
     int ready_fd = pd.cfg.foreground ? -1 : detach();
     log_init(pd.cfg.foreground);
     pd.start_ms = now_ms();

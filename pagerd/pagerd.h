@@ -221,7 +221,7 @@ void loop_recv(struct client *c);
 void loop_fallocate(struct req *r, int fd, int mode, uint64_t off, uint64_t len);
 
 /* session.c */
-void session_listen(const char *path);
+const char *session_listen(const char *path);
 void session_unlisten(const char *path);
 void session_accepted(int fd);
 void session_received(struct client *c, int res);

@@ -1,16 +1,21 @@
-# hakmem-pagerd, the per-host page daemon. Included by the top-level
-# Makefile; `make all` and the tests build it.
-PAGERD_SRC  := $(wildcard pagerd/*.c)
+# hakmem-pagerd, the per-host page daemon, and hakctl, its status tool
+# (pagerd/hakctl*.c). Included by the top-level Makefile; `make all` and
+# the tests build both.
+HAKCTL_SRC  := $(wildcard pagerd/hakctl*.c)
+HAKCTL_OBJ  := $(HAKCTL_SRC:%.c=$(BUILD)/obj/%.o)
+HAKCTL_BIN  := $(BUILD)/hakctl
+PAGERD_SRC  := $(filter-out $(HAKCTL_SRC),$(wildcard pagerd/*.c))
 PAGERD_OBJ  := $(PAGERD_SRC:%.c=$(BUILD)/obj/%.o)
 PAGERD_BIN  := $(BUILD)/hakmem-pagerd
 PAGERD_LIBS := -luring -lnuma -lm
 # The daemon links the contract's objects as built for the library.
 SHM_OBJ     := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: pagerd
+.PHONY: pagerd hakctl
 pagerd: $(PAGERD_BIN)
-all: pagerd
-tests-build: pagerd
+hakctl: $(HAKCTL_BIN)
+all: pagerd hakctl
+tests-build: pagerd hakctl
 
 $(BUILD)/obj/pagerd/%.o: pagerd/%.c pagerd/pagerd.h shm/hakmem_shm.h
 	@mkdir -p $(dir $@)
@@ -19,5 +24,13 @@ $(BUILD)/obj/pagerd/%.o: pagerd/%.c pagerd/pagerd.h shm/hakmem_shm.h
 $(PAGERD_BIN): $(PAGERD_OBJ) $(SHM_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PAGERD_LIBS)
 
+$(HAKCTL_OBJ): $(BUILD)/obj/%.o: %.c pagerd/hakctl.h shm/hakmem_shm.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(OPT) -Ishm -Ipagerd -DHAKCTL_VERSION='"$(VERSION)"' $(CFLAGS) -c $< -o $@
+
+$(HAKCTL_BIN): $(HAKCTL_OBJ) $(SHM_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^
+
 # The daemon's tests share a raw protocol client.
-$(BUILD)/tests/test_pagerd $(BUILD)/tests/test_pagerd_hostile $(BUILD)/tests/test_pagerd_client $(BUILD)/tests/test_faults: tests/pagerd_client.h
+$(BUILD)/tests/test_pagerd $(BUILD)/tests/test_pagerd_hostile $(BUILD)/tests/test_pagerd_activation \
+    $(BUILD)/tests/test_pagerd_client $(BUILD)/tests/test_faults: tests/pagerd_client.h

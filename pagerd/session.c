@@ -1,5 +1,6 @@
-/* Client sessions: the listening socket, the handshake (HELLO -> WELCOME
- * with a sealed memfd, or REFUSE), the messages of a session, and its end.
+/* Client sessions: the listening socket (ours, or one the service manager
+ * passed), the handshake (HELLO -> WELCOME with a sealed memfd, or REFUSE),
+ * the messages of a session, and its end.
  *
  * A client ends by hanging up, by DETACH, or by being dropped for breaking
  * the protocol. All three release its charge at once; its memory (our
@@ -25,7 +26,12 @@
 /* Room for the largest STATUS reply in the socket's send buffer. */
 #define SNDBUF_BYTES (2 * HAK_STATUS_MAX_BYTES)
 
+/* The socket activation protocol: the passed descriptors start at 3. */
+#define LISTEN_FDS_START 3
+
 static ino_t listen_ino;
+static bool listen_inherited; /* its file belongs to the service manager */
+static char listen_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static uint64_t conns_logged_ms;
 
 /* ---- the listening socket ---- */
@@ -63,8 +69,67 @@ static void remove_stale(const char *path, const struct sockaddr_un *sa)
     log_info("removed stale socket %s", path);
 }
 
-void session_listen(const char *path)
+/* The service manager's sockets are meant for us only if LISTEN_PID is our
+ * pid (an inherited environment is not an invitation). The variables are
+ * consumed either way, so nothing we start could mistake them for its own. */
+static int passed_socket(void)
 {
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    bool ours = pid && fds && strtol(pid, NULL, 10) == (long)getpid();
+    bool one = ours && strcmp(fds, "1") == 0;
+    char count[16];
+    snprintf(count, sizeof count, "%s", fds ? fds : "");
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (!ours)
+        return -1;
+    if (!one)
+        fatalx("LISTEN_FDS=%s: expected exactly one socket", count);
+    return LISTEN_FDS_START;
+}
+
+/* A passed descriptor must be what we would have made ourselves. */
+static void check_passed(int fd)
+{
+    int domain = 0, type = 0, listening = 0;
+    socklen_t len = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+        fatal("passed socket (fd %d)", fd);
+    len = sizeof type;
+    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+    len = sizeof listening;
+    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
+    if (domain != AF_UNIX || type != SOCK_SEQPACKET || !listening)
+        fatalx("passed socket (fd %d) is not a listening AF_UNIX SOCK_SEQPACKET socket", fd);
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        fatal("fcntl fd %d", fd);
+}
+
+/* The path the passed socket is bound to, for the logs. */
+static const char *passed_path(int fd, const char *fallback)
+{
+    struct sockaddr_un sa;
+    socklen_t len = sizeof sa;
+    memset(&sa, 0, sizeof sa);
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0 || sa.sun_path[0] == 0)
+        return fallback;
+    snprintf(listen_path, sizeof listen_path, "%.*s", (int)sizeof sa.sun_path, sa.sun_path);
+    return listen_path;
+}
+
+/* Returns the path served: the given one, or the passed socket's. */
+const char *session_listen(const char *path)
+{
+    int passed = passed_socket();
+    if (passed >= 0) {
+        check_passed(passed);
+        pd.listen_fd = passed;
+        listen_inherited = true;
+        path = passed_path(passed, path);
+        log_info("listening on %s, passed by the service manager", path);
+        return path;
+    }
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
@@ -85,15 +150,17 @@ void session_listen(const char *path)
     if (stat(path, &st) == 0)
         listen_ino = st.st_ino;
     pd.listen_fd = fd;
+    return path;
 }
 
-/* Unlink only our own socket file, not one a newer daemon put there. */
+/* Unlink only our own socket file, not one a newer daemon put there, nor
+ * the service manager's, which keeps listening for our next start. */
 void session_unlisten(const char *path)
 {
     struct stat st;
     close(pd.listen_fd);
     pd.listen_fd = -1;
-    if (stat(path, &st) == 0 && st.st_ino == listen_ino && unlink(path) < 0)
+    if (!listen_inherited && stat(path, &st) == 0 && st.st_ino == listen_ino && unlink(path) < 0)
         log_warn("unlink %s", path);
 }
 

@@ -66,8 +66,25 @@ static void fill_nodes(struct hak_status_node *nodes)
     }
 }
 
+/* Pops since the last tick, so that `served` agrees with what a client
+ * that has stopped allocating counted itself. A client caught lying here
+ * is dropped, as on the tick. */
+static void account_pops(void)
+{
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&pd.clients); c; c = next) {
+        next = TAILQ_NEXT(c, entry); /* c may be dropped (unlinked) */
+        for (uint32_t n = 0; c->state == CL_SESSION && n < c->layout.nnodes; n++)
+            if (!pool_account_pops(c, n))
+                break;
+    }
+}
+
 void status_reply(struct client *req)
 {
+    account_pops();
+    if (req->state == CL_DEAD)
+        return;
     uint64_t now = now_ms();
     struct hak_status_daemon d;
     fill_daemon(&d, now);

@@ -273,16 +273,20 @@ static int child_fork(void)
 static __attribute__((noreturn)) int child_hold(void)
 {
     static void *held[1024];
-    while (from_daemon() < 32) {
+    /* 32 popped in the round that keeps its blocks: SuperSlabs of an
+     * earlier round went back to the daemon, so a running total would
+     * overstate what is held. */
+    for (;;) {
+        uint64_t before = from_daemon();
         for (int i = 0; i < 1024; i++) {
             held[i] = hak_malloc(64 * 1024);
             memset(held[i], 1, 64 * 1024);
         }
-        if (from_daemon() < 32) {
-            for (int i = 0; i < 1024; i++)
-                hak_free(held[i]);
-            hak_trim(0);
-        }
+        if (from_daemon() - before >= 32)
+            break;
+        for (int i = 0; i < 1024; i++)
+            hak_free(held[i]);
+        hak_trim(0);
     }
     printf("holding from_daemon=%llu\n", (unsigned long long)from_daemon());
     fflush(stdout);
