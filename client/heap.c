@@ -4,9 +4,10 @@
  * At exit the heap is parked: the thread's caches are copied into it and its
  * SuperSlabs stay owned, so the next thread to start takes everything over
  * in one copy (servers that run a thread per request do this all the time).
- * Beyond PARK_MAX parked heaps, an exiting thread flushes its caches and
- * abandons its SuperSlabs instead, so idle memory stays bounded; trim does
- * the same to every parked heap. Heaps are carved from permanent memory and
+ * A thread that leaves more than PARK_LIVE_MAX of live blocks behind, or
+ * finds PARK_MAX heaps parked already, flushes its caches and abandons its
+ * SuperSlabs instead, so memory that others free follows whoever needs it
+ * and idle memory stays bounded; trim does the same to every parked heap. Heaps are carved from permanent memory and
  * recycled, never unmapped: remote freers may hold a stale heap pointer
  * (see hak_slab_notify_owner).
  *
@@ -29,6 +30,7 @@ static struct hak_heap *free_heaps; /* pool_lock */
 static unsigned nparked;            /* pool_lock */
 
 #define PARK_MAX 8
+#define PARK_LIVE_MAX (1u << 20) /* live bytes above which a heap is not parked */
 static char *chunk_next, *chunk_end; /* pool_lock: permanent heap memory */
 static pthread_key_t exit_key;
 static _Atomic bool exit_key_ready;
@@ -318,11 +320,40 @@ static void heap_empty_out(struct hak_heap *h)
     hak_ss_abandon_all(h);
 }
 
+/* Bytes of blocks the heap has handed out and not seen back (the user's,
+ * and those in other threads' remote lists). Heap locked. */
+static uint64_t live_bytes(struct hak_heap *h)
+{
+    uint64_t bytes = 0;
+    for (unsigned c = 1; c < HAK_NCLASS; c++) {
+        uint64_t out = 0;
+        for (int list = 0; list < 2; list++)
+            for (struct hak_slab *s = list ? h->full[c] : h->partial[c]; s; s = s->next)
+                out += s->used;
+        out -= h->tls->c[c].count; /* cached blocks are counted as used */
+        bytes += out * hak_classes[c].size;
+    }
+    return bytes;
+}
+
 void hak_heap_thread_exit(struct hak_heap *h)
 {
     struct hak_tls *t = h->tls;
     bool park = park_room();
     hak_lock(&h->lock);
+    /* A thread that leaves much memory behind hands it to another thread
+     * (a server passing its work on): that memory will be freed remotely,
+     * and parked it would wait for whichever thread takes this heap. Its
+     * SuperSlabs are abandoned instead, for the next thread in need to
+     * adopt, remote frees and all. */
+    if (park && live_bytes(h) > PARK_LIVE_MAX) {
+        hak_unlock(&h->lock);
+        hak_lock(&pool_lock);
+        nparked--;
+        hak_unlock(&pool_lock);
+        park = false;
+        hak_lock(&h->lock);
+    }
     if (park) {
         fold_tls_stats(h, t);
         memcpy(h->park.c, t->c, sizeof t->c);
