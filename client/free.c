@@ -59,6 +59,21 @@ static HAK_NOINLINE void free_remote(void *p, uintptr_t off)
     struct hak_heap *owner = atomic_load(&hot->owner);
     if (!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED)
         hak_fatal_pointer("free", p, "not an allocated block (its SuperSlab is not in use)");
+    struct hak_heap *me = hak_tls.heap;
+    if (owner == HAK_OWNER_ABANDONED && me && idx < __atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE)) {
+        /* Its thread is gone: this thread takes the SuperSlab over, and
+         * the block is then one of its own. */
+        hak_lock(&me->lock);
+        bool mine = hak_ss_claim(me, idx);
+        if (me->ss_pending != HAK_NO_SS)
+            hak_ss_release_pending(me, true);
+        hak_unlock(&me->lock);
+        if (mine) {
+            hak_free(p);
+            return;
+        }
+        owner = atomic_load(&hot->owner);
+    }
     unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
     unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
     if (!cls)

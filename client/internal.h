@@ -202,6 +202,7 @@ void hak_ss_release_empty(struct hak_heap *h) HAK_HIDDEN;
 size_t hak_ss_purge_units(struct hak_heap *h, bool force) HAK_HIDDEN;
 void hak_ss_abandon_all(struct hak_heap *h) HAK_HIDDEN;
 bool hak_ss_adopt_one(struct hak_heap *h) HAK_HIDDEN;
+bool hak_ss_claim(struct hak_heap *h, uint32_t idx) HAK_HIDDEN;
 uint32_t hak_ss_abandoned_count(void) HAK_HIDDEN;
 
 /* ---- heap.c: per-thread heaps: start, refill, flush, notify, exit ---- */

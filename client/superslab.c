@@ -228,7 +228,15 @@ size_t hak_ss_purge_units(struct hak_heap *h, bool force)
     return bytes;
 }
 
-/* ---- abandoned SuperSlabs: a lock-free stack of indices ----
+/* ---- abandoned SuperSlabs ----
+ * Ownership of an abandoned SuperSlab goes to whoever wins a CAS of its
+ * owner from HAK_OWNER_ABANDONED to its heap: a thread that needs memory
+ * (hak_ss_adopt_one, via the stack below) or a thread that frees one of
+ * its blocks (hak_ss_claim, so memory follows the thread that frees it, as
+ * when a server hands its work to another thread). The stack only helps to
+ * find candidates; an entry whose SuperSlab was claimed meanwhile is
+ * skipped. `listed` keeps a SuperSlab on the stack at most once.
+ *
  * top = (tag << 32) | (index + 1); the tag changes on every update, so a
  * pop that read a stale next fails its CAS (no ABA). Links live in the side
  * table, which is never unmapped, so reading a stale one is safe. */
@@ -238,6 +246,8 @@ static _Atomic uint32_t abandoned_n;
 
 static void abandoned_push(uint32_t idx)
 {
+    if (atomic_exchange(&hak_cold(idx)->listed, 1))
+        return; /* still on the stack from an earlier abandonment */
     uint64_t top = atomic_load(&abandoned_top), next;
     do {
         __atomic_store_n(&hak_cold(idx)->abandoned_next, (uint32_t)top, __ATOMIC_RELAXED);
@@ -258,6 +268,7 @@ static uint32_t abandoned_pop(void)
         next = ((top >> 32) + 1) << 32 | below;
     } while (!atomic_compare_exchange_weak(&abandoned_top, &top, next));
     atomic_fetch_sub(&abandoned_n, 1);
+    atomic_store(&hak_cold(idx)->listed, 0);
     return idx;
 }
 
@@ -266,17 +277,13 @@ uint32_t hak_ss_abandoned_count(void)
     return atomic_load_explicit(&abandoned_n, HAK_RELAXED);
 }
 
-/* Take over an abandoned SuperSlab: its slabs join this heap's lists, with
- * every remote free collected. Owner is stored before collecting, so a free
- * that saw the SuperSlab abandoned pushed its block before we look. */
-bool hak_ss_adopt_one(struct hak_heap *h)
+/* The claim succeeded: the SuperSlab's slabs join this heap's lists, with
+ * every remote free collected. Owner was stored before collecting, so a
+ * free that saw the SuperSlab abandoned pushed its block before we look. */
+static void adopt(struct hak_heap *h, uint32_t idx)
 {
-    uint32_t idx = abandoned_pop();
-    if (idx == HAK_NO_SS)
-        return false;
     struct hak_ss_hot *hot = hak_hot(idx);
     struct hak_ss *ss = hak_cold(idx);
-    atomic_store(&hot->owner, h);
     ss->state = HAK_SS_OWNED;
     ss->hlist = HAK_SSL_NONE;
     h->nss++;
@@ -291,6 +298,36 @@ bool hak_ss_adopt_one(struct hak_heap *h)
         hak_slab_list_push(h, s, s->free || s->carved < k->capacity ? HAK_LIST_PARTIAL : HAK_LIST_FULL);
         hak_slab_collect(h, s); /* releases the slab if nothing is left out */
     }
+}
+
+static bool claim(struct hak_heap *h, uint32_t idx)
+{
+    struct hak_heap *expected = HAK_OWNER_ABANDONED;
+    return atomic_compare_exchange_strong(&hak_hot(idx)->owner, &expected, h);
+}
+
+/* Take over one abandoned SuperSlab from the stack. Heap locked. */
+bool hak_ss_adopt_one(struct hak_heap *h)
+{
+    for (;;) {
+        uint32_t idx = abandoned_pop();
+        if (idx == HAK_NO_SS)
+            return false;
+        if (claim(h, idx)) {
+            adopt(h, idx);
+            return true;
+        }
+    }
+}
+
+/* A thread frees a block of an abandoned SuperSlab: it takes the
+ * SuperSlab over if it is on the stack (so its old owner is done with it)
+ * and nobody beats it to the claim. Heap locked. */
+bool hak_ss_claim(struct hak_heap *h, uint32_t idx)
+{
+    if (!atomic_load(&hak_cold(idx)->listed) || !claim(h, idx))
+        return false;
+    adopt(h, idx);
     return true;
 }
 

@@ -98,6 +98,9 @@ struct hak_ss {
     uint32_t next;          /* owner: link in heap's SuperSlab list, or provider's list */
     uint32_t prev;
     uint32_t abandoned_next; /* link on the global abandoned stack (pusher/popper) */
+    _Atomic uint8_t listed;  /* 1 while on the abandoned stack: set (exchange) by
+                                the pusher, cleared by the popper before it
+                                claims the SuperSlab */
     uint16_t free_units;    /* owner: bit u set = unit u holds no slab */
     uint16_t dirty_units;   /* owner: free units whose pages may be resident */
     uint8_t provider;       /* which provider it came from (HAK_PROV_*) */
