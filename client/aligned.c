@@ -66,6 +66,8 @@ HAK_API void *memalign(size_t align, size_t size)
         errno = EINVAL;
         return NULL;
     }
+    if (align < 16)
+        align = 16;
     if (!power_of_two(align))
         align = (size_t)1 << (64 - __builtin_clzll(align));
     return hak_aligned(align, size);

@@ -15,6 +15,7 @@
  * it, so it is uncontended; it exists so that fork's prepare handler can
  * stop every heap at a consistent point. */
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -42,6 +43,18 @@ static struct hak_heap orphan_heap;
 struct hak_heap *hak_heap_first(void)
 {
     return __atomic_load_n(&all_heaps, __ATOMIC_ACQUIRE);
+}
+
+/* Held while reading other heaps' TLS fronts (statistics): a thread cannot
+ * finish exiting, and so unmap its TLS, without this lock. */
+void hak_heap_pool_lock(void)
+{
+    hak_lock(&pool_lock);
+}
+
+void hak_heap_pool_unlock(void)
+{
+    hak_unlock(&pool_lock);
 }
 
 static void heap_reset(struct hak_heap *h)
@@ -169,6 +182,19 @@ struct hak_heap *hak_heap_thread_start(void)
     t->state = HAK_THREAD_ACTIVE;
     heap_register_exit(t);
     return h;
+}
+
+/* Wait until no remote freer is between reading a SuperSlab's owner and
+ * pushing onto this heap's notify stack. Such a freer is a few
+ * instructions from done, unless it was descheduled: yield then. */
+void hak_heap_wait_inflight(struct hak_heap *h)
+{
+    for (unsigned spins = 0; atomic_load(&h->inflight); spins++) {
+        if (spins < 64)
+            hak_cpu_relax();
+        else
+            sched_yield();
+    }
 }
 
 /* Collect remote frees of the slabs other threads told us about. A slab
@@ -498,15 +524,22 @@ void hak_heap_fork_child(void)
     for (struct hak_heap *h = all_heaps; h; h = h->all_next) {
         atomic_store(&h->inflight, 0);
         if (h->in_use && h != me && !h->is_orphan) {
+            /* Its thread may have stopped half-way through parking it or
+             * taking it over: its caches (wherever tls points) are
+             * reclaimed either way, and it goes back unparked. */
             child_reclaim_tls(h);
             hak_heap_drain_notify(h);
             hak_ss_abandon_all(h);
             h->tls = NULL;
+            h->parked = 0;
             heap_free_locked(h);
         }
     }
+    nparked = 0; /* recounted: a thread may have stopped holding a reservation */
+    for (struct hak_heap *h = free_heaps; h; h = h->free_next)
+        nparked += h->parked;
     for (struct hak_heap *h = all_heaps; h; h = h->all_next) {
-        if (h->in_use && h->nss)
+        if (h->nss) /* parked heaps too: their SuperSlabs stay owned */
             child_resync_notify(h);
         if (h->ss_pending != HAK_NO_SS)
             hak_ss_release_pending(h, true);

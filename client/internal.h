@@ -221,6 +221,9 @@ void hak_heap_fork_parent(void) HAK_HIDDEN;
 void hak_heap_fork_child(void) HAK_HIDDEN;
 void hak_heap_key_init(void) HAK_HIDDEN;
 struct hak_heap *hak_heap_first(void) HAK_HIDDEN; /* walk: ->all_next */
+void hak_heap_pool_lock(void) HAK_HIDDEN;
+void hak_heap_pool_unlock(void) HAK_HIDDEN;
+void hak_heap_wait_inflight(struct hak_heap *h) HAK_HIDDEN;
 
 /* ---- alloc.c / free.c: the entry points' slow paths ---- */
 void *hak_malloc_slow(size_t size) HAK_HIDDEN;

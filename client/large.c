@@ -40,7 +40,7 @@ static size_t hash_slot(uintptr_t p, size_t cap)
 
 static struct large_entry *lookup(uintptr_t p)
 {
-    if (!lg.cap)
+    if (!lg.cap || p <= 1) /* 0 and 1 mark empty and deleted slots */
         return NULL;
     for (size_t i = hash_slot(p, lg.cap), n = 0; n < lg.cap; i = (i + 1) & (lg.cap - 1), n++) {
         if (lg.tab[i].ptr == p)
@@ -51,9 +51,13 @@ static struct large_entry *lookup(uintptr_t p)
     return NULL;
 }
 
+/* Rebuild the table at a capacity that fits the live entries twice over
+ * (doubling only when they need it), dropping every deleted marker. */
 static bool grow_table(void)
 {
-    size_t cap = lg.cap ? lg.cap * 2 : 256;
+    size_t cap = lg.cap ? lg.cap : 256;
+    while (cap < (lg.used + 1) * 2)
+        cap *= 2;
     struct large_entry *tab = hak_os_map(cap * sizeof *tab);
     if (!tab)
         return false;
@@ -74,9 +78,15 @@ static bool grow_table(void)
     return true;
 }
 
+/* Room for one more entry, growing or rebuilding the table if needed. */
+static bool room_for_one(void)
+{
+    return ((lg.used + lg.tomb + 1) * 4 <= lg.cap * 3) || grow_table();
+}
+
 static bool insert(uintptr_t p, size_t len)
 {
-    if ((lg.used + lg.tomb + 1) * 4 > lg.cap * 3 && !grow_table())
+    if (!room_for_one())
         return false;
     size_t i = hash_slot(p, lg.cap);
     while (lg.tab[i].ptr > 1)
@@ -170,7 +180,7 @@ void *hak_large_alloc(size_t size, size_t align, bool zero)
     size_t page = hak_os_page_size();
     if (align < page)
         align = page;
-    if (size > SIZE_MAX / 2 - align) {
+    if (align > SIZE_MAX / 4 || size > SIZE_MAX / 2 - align) {
         errno = ENOMEM;
         return NULL;
     }
@@ -236,8 +246,10 @@ void *hak_large_resize(void *p, size_t size)
     }
     size_t len = (size + page - 1) & ~(page - 1);
     hak_lock(&lg.lock);
-    struct large_entry *e = lookup((uintptr_t)p);
     void *q = NULL;
+    /* Room for the new entry first: once the pages have moved, recording
+     * them must not fail. */
+    struct large_entry *e = room_for_one() ? lookup((uintptr_t)p) : NULL;
     if (e) {
         size_t old = e->len;
         q = len == old ? p : hak_os_remap(p, old, len);
@@ -245,11 +257,7 @@ void *hak_large_resize(void *p, size_t size)
             e->ptr = 1; /* the old address is gone */
             lg.used--;
             lg.tomb++;
-            if (!insert((uintptr_t)q, len)) {
-                /* Cannot record it: give the caller nothing, keep nothing. */
-                hak_os_unmap(q, len);
-                q = NULL;
-            }
+            insert((uintptr_t)q, len); /* cannot fail: the room is there */
         } else if (q) {
             e->len = len;
         }

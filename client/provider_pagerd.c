@@ -104,14 +104,28 @@ static int handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w)
         struct hak_msg_refuse refuse;
         char raw[256];
     } buf;
-    char cbuf[CMSG_SPACE(sizeof(int))];
+    char cbuf[CMSG_SPACE(4 * sizeof(int))];
     struct iovec iov = {&buf, sizeof buf};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
     long n = hak_os_recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-    int memfd = -1;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
-            memcpy(&memfd, CMSG_DATA(c), sizeof(int));
+    /* Exactly one descriptor is expected; any others are closed. */
+    int memfd = -1, fds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
+            continue;
+        for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
+            if (fds++ == 0)
+                memfd = fd;
+            else
+                close(fd);
+        }
+    }
+    if (fds > 1) {
+        close(memfd);
+        memfd = -1;
+    }
     unsigned type = n > 0 ? hak_msg_check(&buf, (size_t)n) : 0;
     if (type == HAK_MSG_WELCOME && memfd >= 0 && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
         *w = buf.welcome;
@@ -157,7 +171,11 @@ static bool map_session(struct session *s)
         return false;
     if (!ctrl_ok(s->ctrl, l))
         return false;
-    s->ncpus = s->ctrl->ncpus;
+    /* Read once, then checked: the daemon could change it meanwhile. */
+    uint32_t ncpus = __atomic_load_n(&s->ctrl->ncpus, __ATOMIC_RELAXED);
+    if (ncpus < 1 || ncpus > HAK_SHM_MAX_CPUS)
+        return false;
+    s->ncpus = ncpus;
     /* Never let sessions take more than half of the arena: embedded
      * provisioning must always find room. */
     uint32_t cursor = __atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE);
@@ -174,12 +192,19 @@ static bool map_session(struct session *s)
     return s->held != NULL;
 }
 
-static void close_session_io(struct session *s)
+static void close_socket(struct session *s)
 {
     if (s->sock >= 0) {
         close(s->sock);
         s->sock = -1;
     }
+}
+
+/* Only where no other thread can be using the session: a failed connect,
+ * or a fork, when every heap is stopped. */
+static void close_session_io(struct session *s)
+{
+    close_socket(s);
     if (s->ctrl) {
         munmap(s->ctrl, s->layout.ctrl_size);
         s->ctrl = NULL;
@@ -251,22 +276,30 @@ static void maybe_connect(void)
 
 /* ---- losing the daemon ---- */
 
-/* pd.lock held. The file stays mapped: our data lives in it. SuperSlabs
- * still waiting in the rings are punched, since nobody will pop them. */
+/* pd.lock held. The file stays mapped (our data lives in it) and so does
+ * the control area (other threads may be reading it right now). SuperSlabs
+ * still waiting in the rings are punched, since nobody will pop them, but
+ * only those never handed to us: a lying daemon may list ours again. They
+ * are marked held, so they are never taken. */
 static void lose_session(struct session *s, const char *why)
 {
     if (!atomic_exchange(&s->live, 0))
         return;
     struct session *expected = s;
     atomic_compare_exchange_strong(&pd.cur, &expected, NULL);
-    for (unsigned node = 0; s->ctrl && node < s->layout.nnodes; node++) {
+    const struct hak_shm_layout *l = &s->layout;
+    for (unsigned node = 0; node < l->nnodes; node++) {
         uint64_t off;
-        while (hak_fill_ring_pop(fill_ring(s, node), &off) == 1)
-            if (off >= s->layout.ss_offset && off < s->layout.file_size && !((off - s->layout.ss_offset) & (HAK_SS_SIZE - 1)))
-                hak_os_decommit_file(hak_ss_addr(s->base + (uint32_t)((off - s->layout.ss_offset) >> HAK_SS_SHIFT)),
-                                     HAK_SS_SIZE, true);
+        while (hak_fill_ring_pop(fill_ring(s, node), &off) == 1) {
+            if (off < l->ss_offset || off >= l->file_size || ((off - l->ss_offset) & (HAK_SS_SIZE - 1)))
+                continue;
+            uint32_t i = (uint32_t)((off - l->ss_offset) >> HAK_SS_SHIFT);
+            uint64_t bit = 1ull << (i & 63);
+            if (!(atomic_fetch_or(&s->held[i / 64], bit) & bit))
+                hak_os_decommit_file(hak_ss_addr(s->base + i), HAK_SS_SIZE, true);
+        }
     }
-    close_session_io(s);
+    close_socket(s);
     pd.next_attempt_ns = hak_now_ns() + BACKOFF_MIN_NS;
     pd.backoff_ns = BACKOFF_MIN_NS;
     if (hak_opt.pagerd == HAK_PAGERD_ON)
@@ -385,11 +418,17 @@ bool hak_pagerd_release(uint32_t idx)
     bool pushed = false;
     hak_lock(&pd.lock);
     if (atomic_load(&s->live)) {
+        /* Ours no longer before the daemon can see it: it may hand the
+         * SuperSlab out again as soon as the push lands. */
+        uint64_t bit = 1ull << (i & 63);
+        hak_cold(idx)->state = HAK_SS_CLEAN;
+        atomic_fetch_and(&s->held[i / 64], ~bit);
         pushed = hak_return_ring_push(return_ring(s), s->layout.ss_offset + ((uint64_t)i << HAK_SS_SHIFT));
         if (pushed) {
-            atomic_fetch_and(&s->held[i / 64], ~(1ull << (i & 63)));
             atomic_fetch_add_explicit(&s->ctrl->c_returns, 1, HAK_RELAXED);
-            hak_cold(idx)->state = HAK_SS_CLEAN; /* the daemon's again */
+        } else {
+            atomic_fetch_or(&s->held[i / 64], bit);
+            hak_cold(idx)->state = HAK_SS_OWNED;
         }
     }
     hak_unlock(&pd.lock);

@@ -75,6 +75,7 @@ void *hak_secure_malloc(size_t size)
         errno = ENOMEM;
         return NULL;
     }
+    ((uintptr_t *)b)[0] = 0; /* the encoded link would reveal the key */
     ((uintptr_t *)b)[1] = 0; /* no longer marked free */
     return b;
 }

@@ -90,9 +90,10 @@ void *hak_slab_next(const struct hak_slab *s, const void *p)
 {
     void *next = hak_link_get(p);
     if (hak_link_key && next) {
+        /* A block of this slab, and one already carved. */
         const struct hak_class *k = &hak_classes[s->cls];
         uintptr_t off = (uintptr_t)next - (uintptr_t)hak_slab_base(s);
-        if (off >= (uintptr_t)k->span << HAK_UNIT_SHIFT || !hak_class_is_block(k, (uint32_t)off))
+        if (off >= (uintptr_t)k->span << HAK_UNIT_SHIFT || hak_rotr32((uint32_t)off * k->inv, k->shift) >= s->carved)
             hak_fatal_pointer("malloc", p, "free list corrupted: a freed block was overwritten (use after free or overflow)");
     }
     return next;
@@ -174,7 +175,9 @@ void hak_slab_put_local(struct hak_heap *h, void *p)
 /* Take every block other threads freed into this slab. */
 void hak_slab_collect(struct hak_heap *h, struct hak_slab *s)
 {
-    void *list = atomic_exchange_explicit(&s->remote, NULL, memory_order_acquire);
+    /* seq_cst: it must not move before the store that precedes it in the
+     * drain (notify cleared) and in adoption (owner set). */
+    void *list = atomic_exchange_explicit(&s->remote, NULL, memory_order_seq_cst);
     if (!list)
         return;
     void *tail = list, *next;

@@ -16,6 +16,7 @@ uint64_t hak_remote_frees(unsigned cls) HAK_HIDDEN;
 void hak_stats_collect(struct hak_class_totals *out)
 {
     memset(out, 0, sizeof(*out) * HAK_NCLASS);
+    hak_heap_pool_lock(); /* keeps every TLS front we read mapped */
     for (struct hak_heap *h = hak_heap_first(); h; h = h->all_next) {
         struct hak_tls *t = h->tls;
         for (unsigned c = 1; c < HAK_NCLASS; c++) {
@@ -29,6 +30,7 @@ void hak_stats_collect(struct hak_class_totals *out)
             out[c].frees += local;
         }
     }
+    hak_heap_pool_unlock();
     for (unsigned c = 1; c < HAK_NCLASS; c++)
         out[c].frees += hak_remote_frees(c);
 }

@@ -158,6 +158,9 @@ void hak_ss_unit_freed(struct hak_heap *h, uint32_t idx)
 void hak_ss_release_pending(struct hak_heap *h, bool keep)
 {
     while (h->ss_pending != HAK_NO_SS) {
+        /* A freer still on its way to our stack could land a slab of a
+         * SuperSlab we are about to give away. */
+        hak_heap_wait_inflight(h);
         hak_heap_drain_notify(h);
         uint32_t idx = h->ss_pending;
         hlist_remove(h, idx);
@@ -360,8 +363,7 @@ void hak_ss_abandon_all(struct hak_heap *h)
             abandon = idx;
         }
     }
-    while (atomic_load(&h->inflight))
-        hak_cpu_relax();
+    hak_heap_wait_inflight(h);
     hak_heap_drain_notify(h);
     while (abandon != HAK_NO_SS) {
         uint32_t idx = abandon;

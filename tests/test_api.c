@@ -188,6 +188,37 @@ static void test_large_blocks_are_cached_and_trimmed(void **state)
     assert_int_equal(cached, 0);
 }
 
+static void test_large_realloc_failure_keeps_the_block(void **state)
+{
+    (void)state;
+    /* The kernel may move the pages, then recording the new address may
+     * need a bigger registry: if that fails, realloc must fail cleanly
+     * before anything moved. Each realloc here runs with its second mapping
+     * call failing; across 300 moves the registry is rebuilt several times. */
+    static unsigned char *blocks[300];
+    for (int i = 0; i < 300; i++) {
+        blocks[i] = hak_malloc(300000);
+        memset(blocks[i], i & 0xff, 300000);
+    }
+    unsigned failed = 0;
+    for (int i = 0; i < 300; i++) {
+        hak_os_inject(HAK_OS_MMAP, 1, 1); /* the second mapping call fails */
+        unsigned char *q = hak_realloc(blocks[i], 1200000);
+        hak_os_inject(HAK_OS_MMAP, 0, 0);
+        if (!q) {
+            failed++;
+            q = blocks[i]; /* still ours, still intact */
+            assert_int_equal(hak_usable_size(q) >= 300000, 1);
+        }
+        assert_int_equal(q[0], i & 0xff);
+        assert_int_equal(q[299999], i & 0xff);
+        blocks[i] = q;
+    }
+    for (int i = 0; i < 300; i++)
+        hak_free(blocks[i]);
+    print_message("%u of 300 reallocs failed cleanly under an injected mapping failure\n", failed);
+}
+
 /* ---- misuse is reported and aborts ---- */
 
 static char err[512];
@@ -243,6 +274,16 @@ static void realloc_foreign(void)
     int x;
     hak_realloc(&x, 100);
 }
+static void free_one(void)
+{
+    /* Deleted slots of the large-block registry must not match it. */
+    void *p[64];
+    for (int i = 0; i < 64; i++)
+        p[i] = hak_malloc(300000 + (size_t)i * 4096);
+    for (int i = 0; i < 64; i++)
+        hak_free(p[i]);
+    hak_free((void *)1);
+}
 static void free_large_interior(void)
 {
     char *p = hak_malloc(1 << 20);
@@ -268,6 +309,7 @@ static void test_invalid_pointers_are_reported(void **state)
     expect_abort(free_foreign_pointer, "not allocated by hakmem");
     expect_abort(free_never_allocated_slab_pointer, "not an allocated block");
     expect_abort(free_large_interior, "not allocated by hakmem");
+    expect_abort(free_one, "not allocated by hakmem");
     expect_abort(usable_size_of_interior, "malloc_usable_size(0x");
     expect_abort(realloc_foreign, "not allocated by hakmem");
 }
@@ -292,6 +334,7 @@ int main(void)
         cmocka_unit_test(test_aligned_allocation),
         cmocka_unit_test(test_sized_frees),
         cmocka_unit_test(test_large_blocks_are_cached_and_trimmed),
+        cmocka_unit_test(test_large_realloc_failure_keeps_the_block),
         cmocka_unit_test(test_invalid_pointers_are_reported),
         cmocka_unit_test(test_double_frees_are_reported),
     };

@@ -126,6 +126,34 @@ static int child_handshake_failure(enum hak_os_call call, uint32_t skip)
     return 0;
 }
 
+/* Against a lying daemon: blocks in the SuperSlabs it handed out must keep
+ * their contents whatever it puts in its rings later. */
+static int child_verify(void)
+{
+    static unsigned char *blocks[64];
+    hak_free(hak_malloc(1));
+    hak_opt.pagerd = HAK_PAGERD_ON;
+    for (int i = 0; i < 8; i++) { /* 256 KiB: four per SuperSlab */
+        blocks[i] = hak_malloc(256 * 1024);
+        if (!blocks[i])
+            return 1;
+        pattern_fill(blocks[i], 256 * 1024);
+    }
+    sleep_ms(50); /* the daemon lists the same SuperSlabs again */
+    for (int i = 8; i < 64; i++) /* more SuperSlabs needed: pops */
+        if (!(blocks[i] = hak_malloc(256 * 1024)))
+            return 1;
+    for (int i = 0; i < 8; i++)
+        if (!pattern_check(blocks[i], 256 * 1024)) {
+            printf("block %d lost its contents\n", i);
+            return 2;
+        }
+    struct hak_provision_stats ps;
+    hak_provision_stats(&ps);
+    printf("contents intact, from_daemon=%llu\n", (unsigned long long)ps.acquired[HAK_PROV_PAGERD]);
+    return 0;
+}
+
 static int run_child(const char *sock, const char *call, const char *skip, char *out, size_t cap)
 {
     int p[2];
@@ -272,8 +300,100 @@ static void test_misbehaving_daemon_leaves_client_working(void **state)
     rmdir(dir);
 }
 
+/* A daemon with a valid file that lies in its fill ring: the same
+ * SuperSlab twice in one batch, or SuperSlabs already handed out listed
+ * again later. The client must neither crash nor lose data. */
+struct liar {
+    int listen_fd;
+    bool twice_in_batch;
+};
+
+static void *lying_daemon(void *arg)
+{
+    struct liar *lr = arg;
+    struct hak_shm_layout l;
+    hak_shm_layout_compute(1, 16, &l);
+    int fd = memfd_create("liar", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (ftruncate(fd, (off_t)l.file_size) != 0)
+        return NULL;
+    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
+    struct hak_shm_ctrl *c = mmap(NULL, l.ctrl_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    c->magic = HAK_SHM_MAGIC;
+    c->version = HAK_SHM_VERSION;
+    c->layout = l;
+    c->ncpus = 1;
+    struct hak_shm_fill_ring *r = (struct hak_shm_fill_ring *)((char *)c + hak_shm_fill_ring_offset(0));
+    uint64_t a = l.ss_offset, b = l.ss_offset + HAK_SHM_SS_SIZE;
+    atomic_store(&r->slot[0], a);
+    atomic_store(&r->slot[1], lr->twice_in_batch ? a : b);
+    atomic_store(&r->tail.v, 2);
+    int cs = accept(lr->listen_fd, NULL, NULL);
+    char buf[256];
+    if (cs < 0 || recv(cs, buf, sizeof buf, 0) <= 0)
+        return NULL;
+    struct hak_msg_welcome w;
+    memset(&w, 0, sizeof w);
+    hak_msg_init(&w.hdr, HAK_MSG_WELCOME, sizeof w);
+    w.layout = l;
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {&w, sizeof w};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    sendmsg(cs, &mh, 0);
+    for (int i = 0; i < 1000; i++) {
+        atomic_fetch_add(&c->heartbeat, 1);
+        if (!lr->twice_in_batch && atomic_load(&r->head.v) == 2 && atomic_load(&r->tail.v) == 2) {
+            atomic_store(&r->slot[2], a); /* already handed out: a lie */
+            atomic_store(&r->slot[3], b);
+            atomic_store(&r->tail.v, 4);
+        }
+        char probe;
+        if (recv(cs, &probe, 1, MSG_DONTWAIT) == 0)
+            break; /* the client went away */
+        sleep_ms(1);
+    }
+    close(cs);
+    munmap(c, l.ctrl_size);
+    close(fd);
+    return NULL;
+}
+
+static void test_lying_daemon_neither_crashes_nor_corrupts(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/hakliar-XXXXXX", sock[128], out[1024];
+    assert_non_null(mkdtemp(dir));
+    snprintf(sock, sizeof sock, "%s/sock", dir);
+    for (int twice = 1; twice >= 0; twice--) {
+        struct liar lr = {socket(AF_UNIX, SOCK_SEQPACKET, 0), twice};
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        strcpy(sa.sun_path, sock);
+        unlink(sock);
+        assert_int_equal(bind(lr.listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(listen(lr.listen_fd, 4), 0);
+        pthread_t t;
+        pthread_create(&t, NULL, lying_daemon, &lr);
+        int rc = run_child(sock, "verify", "0", out, sizeof out);
+        print_message("a daemon that lists %s: client exit %d, %s", twice ? "one SuperSlab twice in a batch" : "handed-out SuperSlabs again", rc, out);
+        assert_int_equal(rc, 0);
+        assert_non_null(strstr(out, "contents intact"));
+        assert_non_null(strstr(out, "broke the fill ring"));
+        shutdown(lr.listen_fd, SHUT_RDWR);
+        close(lr.listen_fd);
+        pthread_join(t, NULL);
+    }
+    unlink(sock);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], "--child") == 0 && strcmp(argv[2], "verify") == 0)
+        return child_verify();
     if (argc == 4 && strcmp(argv[1], "--child") == 0) {
         enum hak_os_call call = strcmp(argv[2], "socket") == 0 ? HAK_OS_SOCKET : HAK_OS_MMAP;
         uint32_t skip = (uint32_t)atoi(argv[3]);
@@ -291,6 +411,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_every_nth_mapping_fails),
         cmocka_unit_test_teardown(test_handshake_failures_fall_back, pagerd_teardown),
         cmocka_unit_test(test_misbehaving_daemon_leaves_client_working),
+        cmocka_unit_test(test_lying_daemon_neither_crashes_nor_corrupts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

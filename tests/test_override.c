@@ -57,6 +57,9 @@ static void test_alignment_family(void **state)
     p = aligned_alloc(64, 128);
     assert_true(ours(p) && (uintptr_t)p % 64 == 0);
     free(p);
+    p = memalign(0, 100); /* any alignment is accepted */
+    assert_true(ours(p) && (uintptr_t)p % 16 == 0);
+    free(p);
     p = memalign(48, 100); /* glibc rounds odd alignments up */
     assert_true(ours(p) && (uintptr_t)p % 64 == 0);
     free(p);

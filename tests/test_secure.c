@@ -27,6 +27,12 @@ static void test_mode_is_on(void **state)
     assert_true(hak_opt.secure == 1 && hak_link_key != 0);
     /* No thread cache: the fast paths are never taken. */
     assert_null(hak_tls.c[hak_size_class(8)].head);
+    /* A block handed out shows nothing of the free-list encoding. */
+    for (int i = 0; i < 100; i++) {
+        uintptr_t *b = hak_malloc(48);
+        assert_int_equal(b[0], 0);
+        assert_int_equal(b[1], 0);
+    }
 }
 
 static _Atomic(uintptr_t) shared[256];
