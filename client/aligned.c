@@ -10,7 +10,6 @@ static bool power_of_two(size_t a)
     return a && !(a & (a - 1));
 }
 
-void *hak_aligned(size_t align, size_t size) HAK_HIDDEN;
 void *hak_aligned(size_t align, size_t size)
 {
     if (align <= 16)

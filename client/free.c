@@ -10,7 +10,6 @@
 
 static _Atomic uint64_t remote_frees[HAK_NCLASS];
 
-uint64_t hak_remote_frees(unsigned cls) HAK_HIDDEN;
 uint64_t hak_remote_frees(unsigned cls)
 {
     return atomic_load_explicit(&remote_frees[cls], HAK_RELAXED);

@@ -7,9 +7,9 @@
  * A thread that leaves more than PARK_LIVE_MAX of live blocks behind, or
  * finds PARK_MAX heaps parked already, flushes its caches and abandons its
  * SuperSlabs instead, so memory that others free follows whoever needs it
- * and idle memory stays bounded; trim does the same to every parked heap. Heaps are carved from permanent memory and
- * recycled, never unmapped: remote freers may hold a stale heap pointer
- * (see hak_slab_notify_owner).
+ * and idle memory stays bounded; trim does the same to every parked heap.
+ * Heaps are carved from permanent memory and recycled, never unmapped:
+ * remote freers may hold a stale heap pointer (see hak_slab_notify_owner).
  *
  * Every heap operation runs under the heap's own lock. Only its thread takes
  * it, so it is uncontended; it exists so that fork's prepare handler can
@@ -24,14 +24,13 @@
 __thread struct hak_tls hak_tls __attribute__((tls_model("initial-exec")));
 
 #define HEAP_CHUNK (256 * 1024)
+#define PARK_MAX 8               /* parked heaps at most */
+#define PARK_LIVE_MAX (1u << 20) /* live bytes above which a heap is not parked */
 
 static hak_lock_t pool_lock = HAK_LOCK_INIT;
-static struct hak_heap *all_heaps;  /* pool_lock; heaps are never removed */
-static struct hak_heap *free_heaps; /* pool_lock */
-static unsigned nparked;            /* pool_lock */
-
-#define PARK_MAX 8
-#define PARK_LIVE_MAX (1u << 20) /* live bytes above which a heap is not parked */
+static struct hak_heap *all_heaps;   /* pool_lock; heaps are never removed */
+static struct hak_heap *free_heaps;  /* pool_lock: parked heaps and clean ones */
+static unsigned nparked;             /* pool_lock */
 static char *chunk_next, *chunk_end; /* pool_lock: permanent heap memory */
 static pthread_key_t exit_key;
 static _Atomic bool exit_key_ready;

@@ -229,6 +229,9 @@ void hak_heap_wait_inflight(struct hak_heap *h) HAK_HIDDEN;
 void *hak_malloc_slow(size_t size) HAK_HIDDEN;
 void hak_free_generic(void *p) HAK_HIDDEN;
 
+/* ---- aligned.c ---- */
+void *hak_aligned(size_t align, size_t size) HAK_HIDDEN;
+
 /* ---- large.c: blocks above HAK_MID_MAX, mapped directly ---- */
 void *hak_large_alloc(size_t size, size_t align, bool zero) HAK_HIDDEN;
 bool hak_large_free(void *p) HAK_HIDDEN;          /* false: not a large block */
@@ -253,6 +256,7 @@ struct hak_class_totals {
     uint64_t allocs, frees, refills;
 };
 void hak_stats_collect(struct hak_class_totals *out) HAK_HIDDEN;
+uint64_t hak_remote_frees(unsigned cls) HAK_HIDDEN; /* free.c: counted when HAKMEM_STATS=1 */
 
 /* ---- options.c: the HAKMEM_* environment options, one table ---- */
 #define HAK_PATH_MAX 108 /* sun_path */

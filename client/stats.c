@@ -11,7 +11,6 @@
 #include "internal.h"
 #include "hakmem.h"
 
-uint64_t hak_remote_frees(unsigned cls) HAK_HIDDEN;
 
 void hak_stats_collect(struct hak_class_totals *out)
 {
