@@ -303,10 +303,20 @@ static void adopt(struct hak_heap *h, uint32_t idx)
     }
 }
 
+/* A stale stack entry or a freer may find a SuperSlab whose owner is
+ * already HAK_OWNER_ABANDONED while its old heap still drains; `claimable`
+ * says the old heap is done. seq_cst: the popper's store of `listed` then
+ * load of `claimable` and the publisher's store of `claimable` then
+ * exchange of `listed` cannot both miss each other, so a SuperSlab is never
+ * left off the stack unclaimed. */
 static bool claim(struct hak_heap *h, uint32_t idx)
 {
     struct hak_heap *expected = HAK_OWNER_ABANDONED;
-    return atomic_compare_exchange_strong(&hak_hot(idx)->owner, &expected, h);
+    if (!atomic_load(&hak_cold(idx)->claimable) ||
+        !atomic_compare_exchange_strong(&hak_hot(idx)->owner, &expected, h))
+        return false;
+    atomic_store(&hak_cold(idx)->claimable, 0);
+    return true;
 }
 
 /* Take over one abandoned SuperSlab from the stack. Heap locked. */
@@ -324,11 +334,11 @@ bool hak_ss_adopt_one(struct hak_heap *h)
 }
 
 /* A thread frees a block of an abandoned SuperSlab: it takes the
- * SuperSlab over if it is on the stack (so its old owner is done with it)
- * and nobody beats it to the claim. Heap locked. */
+ * SuperSlab over if its old owner is done with it and nobody beats it to
+ * the claim. Heap locked. */
 bool hak_ss_claim(struct hak_heap *h, uint32_t idx)
 {
-    if (!atomic_load(&hak_cold(idx)->listed) || !claim(h, idx))
+    if (!claim(h, idx))
         return false;
     adopt(h, idx);
     return true;
@@ -369,6 +379,7 @@ void hak_ss_abandon_all(struct hak_heap *h)
         uint32_t idx = abandon;
         abandon = hak_cold(idx)->next;
         hak_cold(idx)->next = HAK_NO_SS;
+        atomic_store(&hak_cold(idx)->claimable, 1);
         abandoned_push(idx);
     }
     for (unsigned c = 0; c < HAK_NCLASS; c++)

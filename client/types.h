@@ -101,6 +101,11 @@ struct hak_ss {
     _Atomic uint8_t listed;  /* 1 while on the abandoned stack: set (exchange) by
                                 the pusher, cleared by the popper before it
                                 claims the SuperSlab */
+    _Atomic uint8_t claimable; /* 1 from the moment its old heap is done with an
+                                abandoned SuperSlab (set before the push) until
+                                a claim wins it (cleared by the winner). An
+                                owner of HAK_OWNER_ABANDONED alone is not enough:
+                                the old heap still drains its notify stack. */
     uint16_t free_units;    /* owner: bit u set = unit u holds no slab */
     uint16_t dirty_units;   /* owner: free units whose pages may be resident */
     uint8_t provider;       /* which provider it came from (HAK_PROV_*) */
