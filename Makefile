@@ -83,3 +83,4 @@ clean:
 include pagerd/pagerd.mk
 include bench/bench.mk
 include install.mk
+include soak.mk
