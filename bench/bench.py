@@ -445,6 +445,58 @@ def write_summary_csv(path, workloads, allocs, summ):
                          f"{g:.4f}" if g else "", "", f"{gr:.4f}" if gr else ""])
 
 
+def write_markdown(path, workloads, allocs, summ, meta):
+    """The summary tables as Markdown, for bench/RESULTS.md and the README."""
+    ours = [a for a in allocs if not a["peer"]]
+    lines = [f"Run {meta['date']} ({meta['mode']}: {meta['reps']} repetitions, {meta['seconds']} s per timed run, "
+             f"{meta['threads']} threads on {meta['cpus']} CPUs, commit {meta['commit']}, "
+             f"kernel {meta['kernel']}): `{' '.join(['bench/bench.py'] + meta['command'][1:])}`", "",
+             "Throughput, median (± half the min-max spread); growth: time to grow, lower is better. "
+             "Ratio: ours / best peer (growth: best peer time / ours), > 1 is better.", ""]
+    head = ["workload", "unit"] + [a["name"] for a in allocs] + [f"{a['name']}/best" for a in ours] + ["best peer"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for w in workloads:
+        row = [w["name"], w["unit"]] + [fmt_cell(summ[(w["name"], a["name"])], w) for a in allocs]
+        row += [f"{summ[(w['name'], a['name'])]['rel']:.2f}x" if summ[(w["name"], a["name"])].get("rel") else "-"
+                for a in ours]
+        lines.append("| " + " | ".join(row + [best_peer_name(w, allocs, summ)]) + " |")
+    row = ["geomean", ""] + [""] * len(allocs)
+    for a in ours:
+        g = geomean([summ[(w["name"], a["name"])].get("rel") for w in workloads])
+        row.append(f"**{g:.2f}x**" if g else "-")
+    lines += ["| " + " | ".join(row + [""]) + " |", "",
+              "Peak RSS of the process, MiB (median). Ratio: ours / lowest peer, < 1 is better.", ""]
+    head = ["workload"] + [a["name"] for a in allocs] + [f"{a['name']}/lowest" for a in ours]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for w in workloads:
+        row = [w["name"]]
+        for a in allocs:
+            s = summ[(w["name"], a["name"])]
+            row.append(f"{s['rss'] / 1024:.1f}" if "rss" in s else "-")
+        row += [f"{summ[(w['name'], a['name'])]['rss_rel']:.2f}x" if summ[(w["name"], a["name"])].get("rss_rel")
+                else "-" for a in ours]
+        lines.append("| " + " | ".join(row) + " |")
+    row = ["geomean"] + [""] * len(allocs)
+    for a in ours:
+        g = geomean([summ[(w["name"], a["name"])].get("rss_rel") for w in workloads])
+        row.append(f"**{g:.2f}x**" if g else "-")
+    lines.append("| " + " | ".join(row) + " |")
+    for w in workloads:
+        if w["prog"] != "growth":
+            continue
+        cols = [("grow ms", "grow_ms", 1), ("p50 ns", "p50_ns", 1), ("p99 ns", "p99_ns", 1),
+                ("p99.9 ns", "p999_ns", 1), ("max µs", "max_ns", 1e-3), ("minor faults", "minflt", 1),
+                ("free ms", "free_ms", 1), ("RSS after free, MiB", "rss_after_free_kb", 1 / 1024)]
+        lines += ["", f"{w['name']}: `{w['argv_text']}` (medians)", "",
+                  "| allocator | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 1)]
+        for a in allocs:
+            g = summ[(w["name"], a["name"])].get("growth", {})
+            cells = ["-" if g.get(k) is None else f"{g[k] * sc:.0f}" for _, k, sc in cols]
+            lines.append(f"| {a['name']} | " + " | ".join(cells) + " |")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def write_chart(plt, path, workloads, allocs, summ, title):
     names = [w["name"] for w in workloads]
     n = len(allocs)
@@ -650,7 +702,8 @@ def main():
     summ = summarize(runs, workloads, allocs)
     print_tables(workloads, allocs, summ, mode, cfg["reps"])
     write_summary_csv(os.path.join(out, "summary.csv"), workloads, allocs, summ)
-    files = ["runs.csv", "summary.csv", "meta.json"]
+    write_markdown(os.path.join(out, "summary.md"), workloads, allocs, summ, meta)
+    files = ["runs.csv", "summary.csv", "summary.md", "meta.json"]
     if plt is not None:
         title = f"hakmem benchmarks, {mode} ({cfg['reps']} reps, {args.threads} threads), {stamp}"
         write_chart(plt, os.path.join(out, "chart.png"), workloads, allocs, summ, title)
