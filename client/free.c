@@ -87,8 +87,11 @@ static HAK_NOINLINE void free_remote(void *p, uintptr_t off)
         hak_link_set(p, top);
     while (!atomic_compare_exchange_weak_explicit(&s->remote, &top, p, memory_order_seq_cst,
                                                   HAK_RELAXED));
-    if (!top)
-        hak_slab_notify_owner(hot, s);
+    if (!top) {
+        struct hak_heap *idle = hak_slab_notify_owner(hot, s);
+        if (unlikely(idle != NULL))
+            hak_heap_help_drain(idle);
+    }
     if (hak_opt.stats)
         atomic_fetch_add_explicit(&remote_frees[cls], 1, HAK_RELAXED);
 }

@@ -201,6 +201,7 @@ void hak_heap_wait_inflight(struct hak_heap *h)
  * on to its current owner if blocks are waiting. */
 void hak_heap_drain_notify(struct hak_heap *h)
 {
+    atomic_store_explicit(&h->notify_pushes, 0, HAK_RELAXED);
     struct hak_slab *s = atomic_exchange_explicit(&h->notify_head, NULL, memory_order_acquire);
     while (s) {
         struct hak_slab *next = s->notify_next;
@@ -216,14 +217,40 @@ void hak_heap_drain_notify(struct hak_heap *h)
     }
 }
 
-/* The thread's cached bytes over every class, checked every so many slow
- * events: above the budget, grown capacities halve and the caches shrink
- * to match. */
+/* Drain h's notify stack for its owner, which has let HAK_HELP_DRAIN slabs
+ * pile up there: a thread blocked in a join, or done allocating, would
+ * otherwise never give that memory back to its slabs (nor emptied
+ * SuperSlabs back to the provider). Every change to a heap's slabs happens
+ * under its lock, and the owner's fast paths touch only its cache, so the
+ * lock makes this thread the owner for the while. Never waits for it. */
+void hak_heap_help_drain(struct hak_heap *h)
+{
+    if (!hak_lock_try(&h->lock))
+        return;
+    hak_heap_drain_notify(h);
+    if (h->ss_pending != HAK_NO_SS)
+        hak_ss_release_pending(h, true);
+    hak_unlock(&h->lock);
+}
+
+/* What the thread's caches may hold, in bytes, at their capacities. */
+static uint64_t cap_bytes(const struct hak_tls *t)
+{
+    uint64_t bytes = 0;
+    for (unsigned c = 1; c < HAK_NCLASS; c++)
+        bytes += (uint64_t)t->c[c].cap * hak_classes[c].size;
+    return bytes;
+}
+
+/* Checked every so many slow events: caches over the budget (capacities
+ * that grew while others were small, or a thread that took over a parked
+ * heap's caches) halve their grown capacities and shrink to match. */
 #define BUDGET_EVERY 128
 
 static void budget_check(struct hak_heap *h)
 {
     struct hak_tls *t = h->tls;
+    h->cap_bytes = cap_bytes(t);
     uint64_t bytes = 0;
     for (unsigned c = 1; c < HAK_NCLASS; c++)
         bytes += (uint64_t)t->c[c].count * hak_classes[c].size;
@@ -235,11 +262,14 @@ static void budget_check(struct hak_heap *h)
             tc->cap /= 2;
         hak_heap_flush(h, c, tc->cap / 2);
     }
+    h->cap_bytes = cap_bytes(t);
 }
 
 /* Adapt the capacity of a class's cache at a refill (flush = false) or a
  * flush: it doubles, up to cap_max, when the class swings from one end of
- * its cache to the other. */
+ * its cache to the other, as long as the capacities of all classes stay
+ * within the thread's budget: cached blocks are memory no one uses, and a
+ * random mix of many classes would otherwise grow them all to the top. */
 void hak_heap_cache_adapt(struct hak_heap *h, unsigned cls, bool flush)
 {
     struct hak_tcache *tc = &h->tls->c[cls];
@@ -247,10 +277,12 @@ void hak_heap_cache_adapt(struct hak_heap *h, unsigned cls, bool flush)
     struct hak_class_stats *st = &h->st[cls];
     if (tc->cap == 0) {
         tc->cap = k->cap_base;
-    } else if (st->last_flush != flush && tc->cap < k->cap_max) {
-        tc->cap *= 2;
-        if (tc->cap > k->cap_max)
-            tc->cap = k->cap_max;
+        h->cap_bytes += (uint64_t)tc->cap * k->size;
+    } else if (st->last_flush != flush && tc->cap < k->cap_max &&
+               h->cap_bytes + (uint64_t)tc->cap * k->size <= (uint64_t)hak_opt.thread_cache_kb << 10) {
+        uint32_t old = tc->cap;
+        tc->cap = old * 2 < k->cap_max ? old * 2 : k->cap_max;
+        h->cap_bytes += (uint64_t)(tc->cap - old) * k->size;
     }
     st->last_flush = flush;
     if (++h->slow_events % BUDGET_EVERY == 0) {

@@ -165,7 +165,9 @@ struct hak_embedded_stats {
     uint32_t dirty;     /* SuperSlabs held with resident pages, waiting for decay */
     uint64_t extends;   /* arena extensions (batches of fresh SuperSlabs) */
     uint64_t purged;    /* SuperSlabs returned to the OS */
+    uint64_t returned;  /* the daemon's SuperSlabs given back to it after the decay */
 };
+unsigned hak_embedded_acquire_warm(uint32_t *out, unsigned want) HAK_HIDDEN;
 void hak_embedded_stats(struct hak_embedded_stats *out) HAK_HIDDEN;
 hak_lock_t *hak_embedded_lock(void) HAK_HIDDEN;
 
@@ -176,6 +178,13 @@ bool hak_pagerd_decommit(uint32_t idx, unsigned unit, unsigned n) HAK_HIDDEN;
 void hak_pagerd_fork_prepare(void) HAK_HIDDEN;
 void hak_pagerd_fork_parent(void) HAK_HIDDEN;
 void hak_pagerd_fork_child(void) HAK_HIDDEN;
+/* The checks of what the daemon sends, one step of the connect each (and
+ * what tests/fuzz drives directly). */
+int hak_pagerd_handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w) HAK_HIDDEN;
+bool hak_pagerd_layout_ok(const struct hak_msg_welcome *w, uint32_t asked, int memfd) HAK_HIDDEN;
+bool hak_pagerd_ctrl_ok(const struct hak_shm_ctrl *c, const struct hak_shm_layout *l, uint32_t *ncpus) HAK_HIDDEN;
+bool hak_pagerd_ss_index(const struct hak_shm_layout *l, uint64_t off, uint32_t *idx) HAK_HIDDEN;
+unsigned hak_pagerd_node_of(const struct hak_shm_ctrl *c, uint32_t ncpus, uint32_t nnodes, int cpu) HAK_HIDDEN;
 
 /* ---- slab.c: one slab: carving, local and remote free lists ---- */
 void hak_slab_init(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls) HAK_HIDDEN;
@@ -185,7 +194,10 @@ void hak_slab_collect(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
 void hak_slab_release(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
 void hak_slab_list_push(struct hak_heap *h, struct hak_slab *s, unsigned list) HAK_HIDDEN;
 void hak_slab_list_remove(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
-void hak_slab_notify_owner(struct hak_ss_hot *hot, struct hak_slab *s) HAK_HIDDEN;
+/* Slabs on a heap's notify stack after which a remote freer drains it for
+ * its owner (hak_heap_help_drain). */
+#define HAK_HELP_DRAIN 32
+struct hak_heap *hak_slab_notify_owner(struct hak_ss_hot *hot, struct hak_slab *s) HAK_HIDDEN;
 void *hak_slab_next(const struct hak_slab *s, const void *p) HAK_HIDDEN; /* checked link */
 static inline struct hak_slab *hak_slab_of(const void *p)
 {
@@ -212,6 +224,7 @@ unsigned hak_heap_refill(struct hak_heap *h, unsigned cls) HAK_HIDDEN;
 void hak_heap_cache_adapt(struct hak_heap *h, unsigned cls, bool flush) HAK_HIDDEN;
 void hak_heap_flush(struct hak_heap *h, unsigned cls, unsigned keep) HAK_HIDDEN;
 void hak_heap_drain_notify(struct hak_heap *h) HAK_HIDDEN;
+void hak_heap_help_drain(struct hak_heap *h) HAK_HIDDEN; /* by another thread */
 void *hak_heap_orphan_alloc(unsigned cls) HAK_HIDDEN;
 struct hak_heap *hak_heap_orphan(void) HAK_HIDDEN;
 void hak_heap_thread_exit(struct hak_heap *h) HAK_HIDDEN;

@@ -5,27 +5,36 @@
 
 static _Atomic uint64_t acquired[2], released[2], fallbacks;
 
-/* The daemon first, when there is one; the embedded provider for the rest
- * at once. A SuperSlab keeps the provider tag of its origin even when it is
- * recycled in-process, so it can go back to the daemon later. */
+/* Warm SuperSlabs first (returned ones whose pages are still resident, the
+ * daemon's included), then the daemon's, then fresh in-process ones. A
+ * SuperSlab keeps the provider tag of its origin even when it is recycled
+ * in-process, so it can go back to the daemon later. */
 unsigned hak_provision_acquire(uint32_t *out, unsigned want)
 {
+    /* Counted by who served them: a SuperSlab of the daemon's memory that
+     * is reused in-process counts as embedded. */
+    unsigned warm = hak_embedded_acquire_warm(out, want);
+    atomic_fetch_add_explicit(&acquired[HAK_PROV_EMBEDDED], warm, HAK_RELAXED);
+    if (warm == want)
+        return want;
     bool tried;
-    unsigned from_daemon = hak_pagerd_acquire(out, want, &tried);
+    unsigned from_daemon = hak_pagerd_acquire(out + warm, want - warm, &tried);
     for (unsigned i = 0; i < from_daemon; i++)
-        hak_cold(out[i])->provider = HAK_PROV_PAGERD;
+        hak_cold(out[warm + i])->provider = HAK_PROV_PAGERD;
     atomic_fetch_add_explicit(&acquired[HAK_PROV_PAGERD], from_daemon, HAK_RELAXED);
-    if (from_daemon == want)
+    unsigned have = warm + from_daemon;
+    if (have == want)
         return want;
     if (tried)
         atomic_fetch_add_explicit(&fallbacks, 1, HAK_RELAXED);
-    /* Counted by who served them: a SuperSlab of the daemon's memory that
-     * is recycled in-process counts as embedded. */
-    unsigned got = hak_embedded_provider.acquire(out + from_daemon, want - from_daemon);
+    unsigned got = hak_embedded_provider.acquire(out + have, want - have);
     atomic_fetch_add_explicit(&acquired[HAK_PROV_EMBEDDED], got, HAK_RELAXED);
-    return from_daemon + got;
+    return have + got;
 }
 
+/* Every emptied SuperSlab waits warm in-process for the decay (the daemon's
+ * then go back to it), so a program that frees and allocates again reuses
+ * resident pages instead of faulting in new ones. */
 void hak_provision_release(uint32_t idx)
 {
     struct hak_ss *ss = hak_cold(idx);
@@ -33,8 +42,6 @@ void hak_provision_release(uint32_t idx)
     unsigned prov = ss->provider;
     atomic_store(&hak_hot(idx)->owner, HAK_OWNER_FREE);
     atomic_fetch_add_explicit(&released[prov], 1, HAK_RELAXED);
-    if (prov == HAK_PROV_PAGERD && hak_pagerd_release(idx))
-        return;
     hak_embedded_provider.release(idx);
 }
 
@@ -60,10 +67,12 @@ void hak_provision_stats(struct hak_provision_stats *out)
     out->fallbacks = atomic_load_explicit(&fallbacks, HAK_RELAXED);
 }
 
+/* The embedded lock first: its decay gives SuperSlabs back to the daemon
+ * under it, taking the daemon session's lock inside. */
 void hak_provision_fork_prepare(void)
 {
-    hak_pagerd_fork_prepare();
     hak_lock(hak_embedded_lock());
+    hak_pagerd_fork_prepare();
 }
 
 void hak_provision_fork_parent(void)

@@ -6,9 +6,10 @@
  * reused first) and purges them to the OS once they have been idle for
  * HAKMEM_DECAY_MS. Purged and never-used SuperSlabs wait on a clean list.
  * The lock is taken once per SuperSlab batch, never per block refill.
- * SuperSlabs from the daemon that cannot go back to it (the return ring is
- * full, the daemon is gone, or a fork made them private) are recycled here
- * too; their pages are released the way their mapping needs. */
+ * SuperSlabs from the daemon wait on the same dirty list, and go back to the
+ * daemon after the decay; those that cannot (the return ring is full, the
+ * daemon is gone, or a fork made them private) are recycled here; their
+ * pages are released the way their mapping needs. */
 #include "internal.h"
 
 #define BATCH_MIN 4u
@@ -20,8 +21,8 @@ static struct {
     uint32_t clean_head;             /* singly linked by ss->next */
     uint32_t ndirty, nclean;
     uint32_t next_batch;
-    uint64_t extends, purged;
-} emb = {HAK_LOCK_INIT, HAK_NO_SS, HAK_NO_SS, HAK_NO_SS, 0, 0, BATCH_MIN, 0, 0};
+    uint64_t extends, purged, returned;
+} emb = {HAK_LOCK_INIT, HAK_NO_SS, HAK_NO_SS, HAK_NO_SS, 0, 0, BATCH_MIN, 0, 0, 0};
 
 hak_lock_t *hak_embedded_lock(void) { return &emb.lock; }
 
@@ -56,7 +57,8 @@ static void dirty_unlink(uint32_t idx)
     else
         emb.dirty_tail = ss->prev;
     ss->next = ss->prev = HAK_NO_SS;
-    emb.ndirty--;
+    /* Atomic: hak_embedded_acquire_warm reads it without the lock. */
+    __atomic_store_n(&emb.ndirty, emb.ndirty - 1, __ATOMIC_RELAXED);
 }
 
 static void dirty_push_head(uint32_t idx, uint64_t now)
@@ -71,7 +73,7 @@ static void dirty_push_head(uint32_t idx, uint64_t now)
     else
         emb.dirty_tail = idx;
     emb.dirty_head = idx;
-    emb.ndirty++;
+    __atomic_store_n(&emb.ndirty, emb.ndirty + 1, __ATOMIC_RELAXED);
 }
 
 /* Purge dirty SuperSlabs idle for the decay (all of them if force), oldest
@@ -85,11 +87,17 @@ static size_t purge(uint64_t now, bool force)
         if (!force && now - hak_cold(idx)->idle_since_ns < decay)
             break;
         dirty_unlink(idx);
+        bytes += HAK_SS_SIZE;
+        /* The daemon's own go back to it after the decay, as warm as
+         * they are: it reuses returned SuperSlabs first. */
+        if (hak_cold(idx)->provider == HAK_PROV_PAGERD && hak_pagerd_release(idx)) {
+            emb.returned++;
+            continue;
+        }
         hak_provision_decommit(idx, 0, HAK_UNITS);
         hak_cold(idx)->dirty_units = 0;
         clean_push(idx);
         emb.purged++;
-        bytes += HAK_SS_SIZE;
     }
     return bytes;
 }
@@ -115,10 +123,11 @@ static bool extend(unsigned want)
     return true;
 }
 
-static unsigned emb_acquire(uint32_t *out, unsigned want)
+/* Hand out SuperSlabs: warm (dirty) ones only, or clean and fresh ones
+ * too. Locked. */
+static unsigned take(uint32_t *out, unsigned want, bool warm_only)
 {
     unsigned got = 0;
-    hak_lock(&emb.lock);
     if (emb.ndirty)
         purge(hak_now_ns(), false);
     while (got < want && emb.dirty_head != HAK_NO_SS) {
@@ -126,7 +135,7 @@ static unsigned emb_acquire(uint32_t *out, unsigned want)
         dirty_unlink(idx);
         out[got++] = idx;
     }
-    while (got < want) {
+    while (got < want && !warm_only) {
         uint32_t idx = clean_pop();
         if (idx == HAK_NO_SS) {
             if (!extend(want - got))
@@ -145,6 +154,25 @@ static unsigned emb_acquire(uint32_t *out, unsigned want)
             ss->unit_idle_ms[u] = (uint32_t)(now / 1000000);
         ss->state = HAK_SS_OWNED;
     }
+    return got;
+}
+
+static unsigned emb_acquire(uint32_t *out, unsigned want)
+{
+    hak_lock(&emb.lock);
+    unsigned got = take(out, want, false);
+    hak_unlock(&emb.lock);
+    return got;
+}
+
+/* Only SuperSlabs whose pages are resident, whoever supplied them: taken
+ * before the daemon's, since those still fault in every page once. */
+unsigned hak_embedded_acquire_warm(uint32_t *out, unsigned want)
+{
+    if (!__atomic_load_n(&emb.ndirty, __ATOMIC_RELAXED))
+        return 0;
+    hak_lock(&emb.lock);
+    unsigned got = take(out, want, true);
     hak_unlock(&emb.lock);
     return got;
 }
@@ -173,6 +201,7 @@ void hak_embedded_stats(struct hak_embedded_stats *out)
     out->dirty = emb.ndirty;
     out->extends = emb.extends;
     out->purged = emb.purged;
+    out->returned = emb.returned;
     hak_unlock(&emb.lock);
 }
 

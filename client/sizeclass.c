@@ -8,7 +8,7 @@
  *  21-24   1280 1536 1792 2048                   256     1
  *  25-28   2560 3072 3584 4096                   512     1
  *  29-32   5120 6144 7168 8192                  1024     1
- *  33-52   10 KiB ... 256 KiB, 4 per doubling            ceil(4*size/64K), max 16
+ *  33-52   10 KiB ... 256 KiB, 4 per doubling            fewest holding 2+ blocks, <= 1/8 unused (mid_span)
  *
  * Every block is 16-byte aligned, so requests of 0-16 bytes share the 16 B
  * class. Above 128 B, four classes per doubling bound internal waste by 25%
@@ -51,12 +51,26 @@ static uint32_t clamp(uint32_t v, uint32_t lo, uint32_t hi)
  * class. The per-thread budget (heap.c) keeps the sum in check. */
 static uint16_t class_cap_base(uint32_t size)
 {
-    return (uint16_t)(size <= HAK_SMALL_MAX ? clamp(32768 / size, 8, 512) : clamp(262144 / size, 2, 32));
+    return (uint16_t)(size <= HAK_SMALL_MAX ? clamp(32768 / size, 8, 512) : clamp(131072 / size, 2, 16));
 }
 
 static uint16_t class_cap_max(uint32_t size)
 {
     return (uint16_t)(size <= HAK_SMALL_MAX ? clamp(262144 / size, 32, 2048) : clamp(2097152 / size, 8, 256));
+}
+
+/* Units of a mid slab: the fewest that hold at least two blocks with at
+ * most an eighth left over. Short runs of units are easy to find again
+ * among a SuperSlab's free units, and a slab of few blocks empties (and
+ * goes back) soon after its blocks are freed. */
+static unsigned mid_span(uint32_t size)
+{
+    for (unsigned span = 1; span < HAK_UNITS; span++) {
+        uint32_t bytes = (uint32_t)span << HAK_UNIT_SHIFT, n = bytes / size;
+        if (n >= 2 && (bytes - n * size) * 8 <= bytes)
+            return span;
+    }
+    return HAK_UNITS;
 }
 
 static uint32_t inverse_mod32(uint32_t odd)
@@ -73,9 +87,7 @@ void hak_classes_init(void)
         struct hak_class *k = &hak_classes[c];
         uint32_t size = class_size(c);
         unsigned shift = (unsigned)__builtin_ctz(size);
-        unsigned span = size <= HAK_SMALL_MAX ? 1 : (unsigned)((4u * size + HAK_UNIT_SIZE - 1) >> HAK_UNIT_SHIFT);
-        if (span > HAK_UNITS)
-            span = HAK_UNITS;
+        unsigned span = size <= HAK_SMALL_MAX ? 1 : mid_span(size);
         k->size = size;
         k->shift = (uint8_t)shift;
         k->inv = inverse_mod32(size >> shift);
@@ -84,9 +96,10 @@ void hak_classes_init(void)
         k->cap_max = class_cap_max(size);
         k->capacity = (uint32_t)(((size_t)span << HAK_UNIT_SHIFT) / size);
     }
-    /* Class 0 stays all zero: no capacity, no blocks. */
+    /* Class 0 stays all zero: no capacity, no blocks. Atomic stores: other
+     * threads' hak_malloc may read the tables meanwhile (alloc.c). */
     for (unsigned i = 0; i <= HAK_SMALL_MAX / 16; i++)
-        hak_class_of16[i] = (uint8_t)hak_size_class((size_t)i * 16);
+        __atomic_store_n(&hak_class_of16[i], (uint8_t)hak_size_class((size_t)i * 16), __ATOMIC_RELAXED);
     for (unsigned i = HAK_SMALL_MAX / 1024 + 1; i <= HAK_MID_MAX / 1024; i++)
-        hak_class_of1k[i] = (uint8_t)hak_size_class((size_t)i * 1024);
+        __atomic_store_n(&hak_class_of1k[i], (uint8_t)hak_size_class((size_t)i * 1024), __ATOMIC_RELAXED);
 }

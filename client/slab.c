@@ -197,12 +197,15 @@ void hak_slab_collect(struct hak_heap *h, struct hak_slab *s)
 /* Tell the SuperSlab's owner that s has remote frees, unless it is told
  * already. Runs on any thread; heaps are never unmapped, so a stale owner is
  * safe to touch. inflight lets a retiring heap wait until no freer can still
- * push onto its stack (see hak_heap_thread_exit). */
-void hak_slab_notify_owner(struct hak_ss_hot *hot, struct hak_slab *s)
+ * push onto its stack (see hak_heap_thread_exit). Returns the owner when
+ * every HAK_HELP_DRAIN-th slab since its last drain was just pushed: an
+ * owner that does not drain (blocked, or no longer allocating) would keep
+ * that memory out of use, so the caller may drain for it. */
+struct hak_heap *hak_slab_notify_owner(struct hak_ss_hot *hot, struct hak_slab *s)
 {
-    struct hak_heap *h = atomic_load(&hot->owner);
+    struct hak_heap *h = atomic_load(&hot->owner), *idle = NULL;
     if (!HAK_OWNER_IS_HEAP(h))
-        return; /* abandoned: the adopter collects every slab */
+        return NULL; /* abandoned: the adopter collects every slab */
     atomic_fetch_add(&h->inflight, 1);
     uint32_t zero = 0;
     if (atomic_load(&hot->owner) == h && atomic_compare_exchange_strong(&s->notify, &zero, 1)) {
@@ -211,6 +214,9 @@ void hak_slab_notify_owner(struct hak_ss_hot *hot, struct hak_slab *s)
             s->notify_next = top;
         while (!atomic_compare_exchange_weak_explicit(&h->notify_head, &top, s,
                                                       memory_order_release, HAK_RELAXED));
+        if ((atomic_fetch_add_explicit(&h->notify_pushes, 1, HAK_RELAXED) + 1) % HAK_HELP_DRAIN == 0)
+            idle = h;
     }
     atomic_fetch_sub(&h->inflight, 1);
+    return idle;
 }

@@ -76,15 +76,6 @@ static int find_run_in(uint16_t units, unsigned span)
     return -1;
 }
 
-/* Units whose pages are still resident first: reusing them costs no page
- * fault, and leaves the clean ones clean instead of letting dirty ones sit
- * idle until the decay returns them. */
-static int find_run(const struct hak_ss *ss, unsigned span)
-{
-    int u = find_run_in(ss->free_units & ss->dirty_units, span);
-    return u >= 0 ? u : find_run_in(ss->free_units, span);
-}
-
 static void place_slab(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls)
 {
     hak_slab_init(h, idx, unit, cls);
@@ -93,17 +84,30 @@ static void place_slab(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned
 }
 
 /* Free units of partly used SuperSlabs first, then an empty one, so that
- * empty ones stay empty and can go back. */
+ * empty ones stay empty and can go back. Among those, units whose pages
+ * are resident anywhere before clean ones: a slab in clean units faults in
+ * new pages while resident ones sit idle until the decay. */
 static bool place_in_owned(struct hak_heap *h, unsigned cls)
 {
     unsigned span = hak_classes[cls].span, scanned = 0;
+    uint32_t clean = HAK_NO_SS;
+    int clean_unit = -1;
     for (uint32_t idx = h->ss_avail; idx != HAK_NO_SS && scanned < AVAIL_SCAN_MAX;
          idx = hak_cold(idx)->next, scanned++) {
-        int unit = find_run(hak_cold(idx), span);
+        const struct hak_ss *ss = hak_cold(idx);
+        int unit = find_run_in(ss->free_units & ss->dirty_units, span);
         if (unit >= 0) {
             place_slab(h, idx, (unsigned)unit, cls);
             return true;
         }
+        if (clean == HAK_NO_SS && (unit = find_run_in(ss->free_units, span)) >= 0) {
+            clean = idx;
+            clean_unit = unit;
+        }
+    }
+    if (clean != HAK_NO_SS) {
+        place_slab(h, clean, (unsigned)clean_unit, cls);
+        return true;
     }
     if (h->ss_empty != HAK_NO_SS) {
         place_slab(h, h->ss_empty, 0, cls);

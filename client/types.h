@@ -164,7 +164,11 @@ struct hak_heap {
     uint32_t nempty;              /* owner: length of ss_empty */
     _Atomic(struct hak_slab *) notify_head; /* remote freers push slabs, owner pops all */
     _Atomic uint32_t inflight;    /* remote freers between reading owner and pushing */
+    _Atomic uint32_t notify_pushes; /* slabs pushed on notify_head since the last drain:
+                                     remote freers add (relaxed), a drainer resets */
     uint32_t slow_events;         /* owner: refills and flushes, for the budget check */
+    uint64_t cap_bytes;           /* owner: sum of cache capacity x size, kept as caps
+                                     grow and recounted by each budget check */
     uint64_t next_purge_ns;       /* owner: next time dirty units are looked at */
     uint8_t in_use;               /* heap pool lock: a thread (or the orphan role) has it */
     uint8_t parked;               /* heap pool lock: on the free list with contents */
