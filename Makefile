@@ -3,6 +3,7 @@
 #   make test       build and run every test
 #   make debug      the same library and tests with assertions on, in build-debug/
 #   make bench      the quick comparison with the peer allocators (bench/bench.mk)
+#   make fuzz       libFuzzer targets for the parsers of the other side's data, FUZZ_SECONDS (60) each (fuzz.mk)
 #   make install    library, header, pkg-config file, daemon, hakctl, units, man pages (install.mk)
 #   make clean
 
@@ -83,4 +84,5 @@ clean:
 include pagerd/pagerd.mk
 include bench/bench.mk
 include install.mk
+include fuzz.mk
 include soak.mk

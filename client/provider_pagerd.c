@@ -89,7 +89,7 @@ static struct hak_shm_return_ring *return_ring(struct session *s)
 /* ---- connecting ---- */
 
 /* Send hello, receive welcome and the memfd. Returns the memfd or -1. */
-static int handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w)
+int hak_pagerd_handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w)
 {
     struct hak_msg_hello hello;
     memset(&hello, 0, sizeof hello);
@@ -104,9 +104,12 @@ static int handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w)
         struct hak_msg_refuse refuse;
         char raw[256];
     } buf;
-    char cbuf[CMSG_SPACE(4 * sizeof(int))];
+    union { /* aligned for the struct cmsghdr the kernel writes at its start */
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+    } cbuf;
     struct iovec iov = {&buf, sizeof buf};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
     long n = hak_os_recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
     /* Exactly one descriptor is expected; any others are closed. */
     int memfd = -1, fds = 0;
@@ -143,7 +146,7 @@ static int handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w)
 }
 
 /* Check everything the daemon told us before we map or trust it. */
-static bool layout_ok(const struct hak_msg_welcome *w, uint32_t asked, int memfd)
+bool hak_pagerd_layout_ok(const struct hak_msg_welcome *w, uint32_t asked, int memfd)
 {
     struct hak_shm_layout want;
     const struct hak_shm_layout *got = &w->layout;
@@ -156,10 +159,36 @@ static bool layout_ok(const struct hak_msg_welcome *w, uint32_t asked, int memfd
            (seals & F_SEAL_SHRINK);
 }
 
-static bool ctrl_ok(const struct hak_shm_ctrl *c, const struct hak_shm_layout *l)
+/* The mapped control area against the welcome; *ncpus is read once, then
+ * checked: the daemon could change it meanwhile. */
+bool hak_pagerd_ctrl_ok(const struct hak_shm_ctrl *c, const struct hak_shm_layout *l, uint32_t *ncpus)
 {
-    return c->magic == HAK_SHM_MAGIC && c->version == HAK_SHM_VERSION && hak_shm_layout_equal(&c->layout, l) &&
-           c->ncpus >= 1 && c->ncpus <= HAK_SHM_MAX_CPUS;
+    if (c->magic != HAK_SHM_MAGIC || c->version != HAK_SHM_VERSION || !hak_shm_layout_equal(&c->layout, l))
+        return false;
+    uint32_t n = __atomic_load_n(&c->ncpus, __ATOMIC_RELAXED);
+    if (n < 1 || n > HAK_SHM_MAX_CPUS)
+        return false;
+    *ncpus = n;
+    return true;
+}
+
+/* A SuperSlab offset the daemon wrote: in the file's SuperSlab area and
+ * 1 MiB aligned, or false. */
+bool hak_pagerd_ss_index(const struct hak_shm_layout *l, uint64_t off, uint32_t *idx)
+{
+    if (off < l->ss_offset || off >= l->file_size || ((off - l->ss_offset) & (HAK_SS_SIZE - 1)))
+        return false;
+    *idx = (uint32_t)((off - l->ss_offset) >> HAK_SS_SHIFT);
+    return true;
+}
+
+/* The node of a cpu, from the daemon's map; 0 for anything out of range. */
+unsigned hak_pagerd_node_of(const struct hak_shm_ctrl *c, uint32_t ncpus, uint32_t nnodes, int cpu)
+{
+    if (cpu < 0 || (unsigned)cpu >= ncpus)
+        return 0;
+    unsigned node = __atomic_load_n(&c->cpu_node[cpu], __ATOMIC_RELAXED);
+    return node < nnodes ? node : 0;
 }
 
 /* Map the file: control area anywhere, SuperSlab area into the arena. */
@@ -169,13 +198,8 @@ static bool map_session(struct session *s)
     s->ctrl = hak_os_map_file(NULL, l->ctrl_size, s->memfd, 0, true);
     if (!s->ctrl)
         return false;
-    if (!ctrl_ok(s->ctrl, l))
+    if (!hak_pagerd_ctrl_ok(s->ctrl, l, &s->ncpus))
         return false;
-    /* Read once, then checked: the daemon could change it meanwhile. */
-    uint32_t ncpus = __atomic_load_n(&s->ctrl->ncpus, __ATOMIC_RELAXED);
-    if (ncpus < 1 || ncpus > HAK_SHM_MAX_CPUS)
-        return false;
-    s->ncpus = ncpus;
     /* Never let sessions take more than half of the arena: embedded
      * provisioning must always find room. */
     uint32_t cursor = __atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE);
@@ -232,11 +256,11 @@ static void try_connect(void)
     }
     uint32_t asked = (uint32_t)hak_opt.pagerd_capacity_mb;
     struct hak_msg_welcome w;
-    s->memfd = handshake(s->sock, asked, &w);
+    s->memfd = hak_pagerd_handshake(s->sock, asked, &w);
     if (s->memfd >= 0) {
         s->layout = w.layout;
         s->id = w.session;
-        if (!layout_ok(&w, asked, s->memfd)) {
+        if (!hak_pagerd_layout_ok(&w, asked, s->memfd)) {
             warn_once("the daemon sent a layout that does not check out", NULL);
         } else if (!map_session(s)) {
             warn_once("cannot map the daemon's file (or its control area does not check out)", NULL);
@@ -290,10 +314,10 @@ static void lose_session(struct session *s, const char *why)
     const struct hak_shm_layout *l = &s->layout;
     for (unsigned node = 0; node < l->nnodes; node++) {
         uint64_t off;
+        uint32_t i;
         while (hak_fill_ring_pop(fill_ring(s, node), &off) == 1) {
-            if (off < l->ss_offset || off >= l->file_size || ((off - l->ss_offset) & (HAK_SS_SIZE - 1)))
+            if (!hak_pagerd_ss_index(l, off, &i))
                 continue;
-            uint32_t i = (uint32_t)((off - l->ss_offset) >> HAK_SS_SHIFT);
             uint64_t bit = 1ull << (i & 63);
             if (!(atomic_fetch_or(&s->held[i / 64], bit) & bit))
                 hak_os_decommit_file(hak_ss_addr(s->base + i), HAK_SS_SIZE, true);
@@ -345,20 +369,15 @@ static struct session *session_of(uint32_t idx)
 
 static unsigned current_node(struct session *s)
 {
-    int cpu = sched_getcpu();
-    if (cpu < 0 || (unsigned)cpu >= s->ncpus)
-        return 0;
-    unsigned node = __atomic_load_n(&s->ctrl->cpu_node[cpu], __ATOMIC_RELAXED);
-    return node < s->layout.nnodes ? node : 0;
+    return hak_pagerd_node_of(s->ctrl, s->ncpus, s->layout.nnodes, sched_getcpu());
 }
 
 /* Validate a popped offset and take the SuperSlab. */
 static bool take(struct session *s, uint64_t off, uint32_t *idx)
 {
-    const struct hak_shm_layout *l = &s->layout;
-    if (off < l->ss_offset || off >= l->file_size || ((off - l->ss_offset) & (HAK_SS_SIZE - 1)))
+    uint32_t i;
+    if (!hak_pagerd_ss_index(&s->layout, off, &i))
         return false;
-    uint32_t i = (uint32_t)((off - l->ss_offset) >> HAK_SS_SHIFT);
     uint64_t bit = 1ull << (i & 63);
     if (atomic_fetch_or(&s->held[i / 64], bit) & bit)
         return false; /* handed to us twice */

@@ -2,10 +2,17 @@
 # Install the Debian packages the build and the tests need (the daemon's
 # liburing and libnuma, the real programs run under LD_PRELOAD among them;
 # systemd for systemd-analyze, man-db and groff-base for the unit and man
-# page checks), if any is missing. Runs apt-get only when something is
-# absent. systemd need not run: systemd-analyze verify works on files.
+# page checks; clang and libclang-rt-dev, whose libclang_rt.fuzzer and
+# sanitizer runtimes clang's -fsanitize=fuzzer,address,undefined needs,
+# for the fuzz targets), if any is missing. Runs apt-get only when
+# something is absent. systemd need not run: systemd-analyze verify works
+# on files.
 set -eu
 pkgs="build-essential pkg-config libcmocka-dev liburing-dev libnuma-dev python3 git systemd man-db groff-base"
+pkgs="$pkgs clang libclang-rt-dev"
+# make valgrind. (make asan and make tsan need nothing more: gcc's libasan,
+# libubsan and libtsan come with build-essential's gcc.)
+pkgs="$pkgs valgrind"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
