@@ -3,6 +3,9 @@
 #   make test       build and run every test
 #   make debug      the same library and tests with assertions on, in build-debug/
 #   make bench      the quick comparison with the peer allocators (bench/bench.mk)
+#   make asan       library, daemon and cmocka tests with ASan+UBSan in build-asan/, and run them (sanitize.mk)
+#   make tsan       the same with ThreadSanitizer in build-tsan/ (sanitize.mk)
+#   make valgrind   the daemon's tests with the daemon under valgrind memcheck (sanitize.mk)
 #   make fuzz       libFuzzer targets for the parsers of the other side's data, FUZZ_SECONDS (60) each (fuzz.mk)
 #   make install    library, header, pkg-config file, daemon, hakctl, units, man pages (install.mk)
 #   make clean
@@ -84,5 +87,6 @@ clean:
 include pagerd/pagerd.mk
 include bench/bench.mk
 include install.mk
+include sanitize.mk
 include fuzz.mk
 include soak.mk

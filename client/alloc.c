@@ -20,11 +20,14 @@ static inline void *tcache_pop(struct hak_tcache *tc)
 
 HAK_API void *hak_malloc(size_t size)
 {
-    unsigned cls;
+    size_t cls; /* not unsigned: no zero-extension after the atomic load */
+    /* Read before start-up is known to be over, while another thread may be
+     * filling the tables: 0 or the class, either way this thread's cache is
+     * empty and the slow path waits. Relaxed loads: the same plain load. */
     if (likely(size <= HAK_SMALL_MAX))
-        cls = hak_class_of16[(size + 15) >> 4];
+        cls = __atomic_load_n(&hak_class_of16[(size + 15) >> 4], __ATOMIC_RELAXED);
     else if (size <= HAK_MID_MAX)
-        cls = hak_class_of1k[(size + 1023) >> 10];
+        cls = __atomic_load_n(&hak_class_of1k[(size + 1023) >> 10], __ATOMIC_RELAXED);
     else
         return hak_malloc_slow(size);
     void *b = tcache_pop(&hak_tls.c[cls]);

@@ -12,6 +12,7 @@
  *     unchecked link. The default fast paths never run: their cache stays
  *     empty with capacity 0.
  * Guard pages around the metadata are there in both modes (arena.c). */
+#include <string.h>
 #include <sys/auxv.h>
 
 #include "internal.h"
@@ -23,10 +24,17 @@ void hak_secure_init(void)
 {
     if (!hak_opt.secure)
         return;
-    /* 16 random bytes the kernel gives every process: no system call. */
-    const uint64_t *r = (const uint64_t *)getauxval(AT_RANDOM);
-    uint64_t a = r ? r[0] : (uint64_t)(uintptr_t)&a * 0x9E3779B97F4A7C15ull;
-    uint64_t b = r ? r[1] : a * 0xC2B2AE3D27D4EB4Full;
+    /* 16 random bytes the kernel gives every process: no system call. They
+     * need not be 8-byte aligned, so they are copied, not loaded. */
+    const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+    uint64_t a, b;
+    if (r) {
+        memcpy(&a, r, sizeof a);
+        memcpy(&b, r + sizeof a, sizeof b);
+    } else {
+        a = (uint64_t)(uintptr_t)&a * 0x9E3779B97F4A7C15ull;
+        b = a * 0xC2B2AE3D27D4EB4Full;
+    }
     hak_link_key = (uintptr_t)(a | 1);
     mark_key = (uintptr_t)(b | 1);
 }

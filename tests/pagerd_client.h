@@ -20,6 +20,13 @@
 
 static char pagerd_bin[512];
 
+/* HAK_TEST_PAGERD_WRAPPER: a command the daemon runs under, split at
+ * spaces (make valgrind: valgrind and its options). Such a daemon is many
+ * times slower, so the helper's timeouts are multiplied by pagerd_slow. */
+#define PAGERD_SLOW_WRAPPED 20
+static char *pagerd_wrapper[24];
+static unsigned pagerd_slow = 1;
+
 /* The build directory is the test's first argument (run_tests.sh). */
 static inline void pagerd_locate(int argc, char **argv)
 {
@@ -27,6 +34,32 @@ static inline void pagerd_locate(int argc, char **argv)
     snprintf(pagerd_bin, sizeof pagerd_bin, "%s/hakmem-pagerd", dir);
     if (access(pagerd_bin, X_OK) != 0)
         snprintf(pagerd_bin, sizeof pagerd_bin, "build/hakmem-pagerd");
+    const char *w = getenv("HAK_TEST_PAGERD_WRAPPER");
+    if (w && *w) {
+        char *words = strdup(w), *save = NULL;
+        int n = 0;
+        for (char *t = strtok_r(words, " ", &save); t && n < 23; t = strtok_r(NULL, " ", &save))
+            pagerd_wrapper[n++] = t;
+        pagerd_slow = PAGERD_SLOW_WRAPPED;
+    }
+}
+
+/* exec the daemon with argv (argv[0] is pagerd_bin), under the wrapper if
+ * there is one; returns only if exec failed. */
+static inline void pagerd_exec(char *const argv[])
+{
+    if (!pagerd_wrapper[0]) {
+        execv(argv[0], argv);
+        return;
+    }
+    char *all[64];
+    int n = 0;
+    for (; pagerd_wrapper[n]; n++)
+        all[n] = pagerd_wrapper[n];
+    for (int i = 0; argv[i] && n < 63; i++)
+        all[n++] = argv[i];
+    all[n] = NULL;
+    execvp(all[0], all);
 }
 
 static inline uint64_t mono_ms(void)
@@ -43,14 +76,15 @@ static inline void sleep_ms(unsigned ms)
         ;
 }
 
-/* Poll cond every 2 ms until it holds or ms pass; the value of cond. */
-#define WAIT_FOR(cond, ms)                                  \
-    ({                                                      \
-        uint64_t wait_end_ = mono_ms() + (ms);              \
-        bool wait_ok_;                                      \
-        while (!(wait_ok_ = (cond)) && mono_ms() < wait_end_) \
-            sleep_ms(2);                                    \
-        wait_ok_;                                           \
+/* Poll cond every 2 ms until it holds or ms (times pagerd_slow) pass; the
+ * value of cond. */
+#define WAIT_FOR(cond, ms)                                             \
+    ({                                                                 \
+        uint64_t wait_end_ = mono_ms() + (uint64_t)(ms) * pagerd_slow; \
+        bool wait_ok_;                                                 \
+        while (!(wait_ok_ = (cond)) && mono_ms() < wait_end_)          \
+            sleep_ms(2);                                               \
+        wait_ok_;                                                      \
     })
 
 /* ---- the daemon ---- */
@@ -83,7 +117,7 @@ static inline void daemon_dir(struct daemon *d)
     snprintf(d->log, sizeof d->log, "%s/pagerd.log", d->dir);
 }
 
-/* fork + exec with stdout and stderr into the log file. */
+/* fork + exec of the daemon with stdout and stderr into the log file. */
 static inline pid_t spawn_logged(char *const argv[], const char *log)
 {
     pid_t pid = fork();
@@ -95,7 +129,7 @@ static inline pid_t spawn_logged(char *const argv[], const char *log)
             _exit(127);
         dup2(fd, 1);
         dup2(fd, 2);
-        execv(argv[0], argv);
+        pagerd_exec(argv);
         _exit(127);
     }
     return pid;
@@ -150,7 +184,7 @@ static inline void daemon_start_argv(struct daemon *d, const char *const *extra)
     argv[n] = NULL;
     d->pid = spawn_logged((char *const *)argv, d->log);
     daemon_track(d, true);
-    uint64_t end = mono_ms() + 5000;
+    uint64_t end = mono_ms() + 5000 * pagerd_slow;
     for (;;) {
         int s = connect_to(d->sock);
         if (s >= 0) {
@@ -172,7 +206,7 @@ static inline void daemon_stop(struct daemon *d)
 {
     assert_int_equal(kill(d->pid, SIGTERM), 0);
     int status = 0;
-    uint64_t end = mono_ms() + 5000;
+    uint64_t end = mono_ms() + 5000 * pagerd_slow;
     while (waitpid(d->pid, &status, WNOHANG) == 0) {
         if (mono_ms() > end) {
             kill(d->pid, SIGKILL);
@@ -286,7 +320,7 @@ static inline void get_status(const struct daemon *d, struct status *st)
     struct hak_msg_hdr h;
     hak_msg_init(&h, HAK_MSG_STATUS_REQ, sizeof h);
     send_bytes(s, &h, sizeof h);
-    ssize_t n = recv_msg(s, buf, sizeof buf, NULL, 5000);
+    ssize_t n = recv_msg(s, buf, sizeof buf, NULL, 5000 * (int)pagerd_slow);
     assert_true(n > 0);
     assert_int_equal(hak_msg_check(buf, (size_t)n), HAK_MSG_STATUS);
     close(s);
@@ -328,7 +362,7 @@ static inline bool tc_open(struct tclient *c, const struct daemon *d, uint32_t c
     struct hak_msg_hello h = hello_msg(capacity);
     send_bytes(c->sock, &h, sizeof h);
     unsigned char buf[512];
-    ssize_t n = recv_msg(c->sock, buf, sizeof buf, &c->memfd, 5000);
+    ssize_t n = recv_msg(c->sock, buf, sizeof buf, &c->memfd, 5000 * (int)pagerd_slow);
     assert_true(n > 0);
     if (hak_msg_check(buf, (size_t)n) != HAK_MSG_WELCOME) {
         close(c->sock);

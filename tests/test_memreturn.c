@@ -1,8 +1,9 @@
 /* Memory goes back to the OS: after 1 GiB of small blocks is freed and
  * malloc_trim(0) runs, RSS is back near where it started; blocks left by an
  * exited thread and freed by another come back too; and without a trim,
- * idle SuperSlabs are returned once the decay has passed. */
-#include <malloc.h>
+ * idle SuperSlabs are returned once the decay has passed. malloc_trim is
+ * called by its hak_ name, which a build without the standard names
+ * (make asan) also has. */
 #include <pthread.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -47,17 +48,18 @@ static void release(struct blocks *b)
 static void test_gigabyte_freed_and_trimmed(void **state)
 {
     (void)state;
-    malloc_trim(0);
+    hak_trim(0);
     long base = rss_kib();
     struct blocks b = fill(1024 * MIB, 1);
     long peak = rss_kib();
     release(&b);
-    malloc_trim(0);
+    hak_trim(0);
     long after = rss_kib();
     printf("memory return: baseline %ld KiB, 1 GiB of small blocks %ld KiB, freed and trimmed %ld KiB\n",
            base, peak, after);
     assert_true(peak - base > 900 * 1024);
-    assert_true(after - base < NEAR_KIB);
+    /* TSan's shadow of the freed gigabyte stays resident. */
+    assert_rss_true(after - base < NEAR_KIB, TEST_TSAN);
 }
 
 static struct blocks left_behind;
@@ -72,14 +74,14 @@ static void *allocate_and_exit(void *arg)
 static void test_blocks_of_an_exited_thread_come_back(void **state)
 {
     (void)state;
-    malloc_trim(0);
+    hak_trim(0);
     long base = rss_kib();
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, allocate_and_exit, NULL), 0);
     pthread_join(t, NULL);
     long peak = rss_kib();
     release(&left_behind); /* remote frees into abandoned SuperSlabs */
-    malloc_trim(0);         /* adopts them, returns what is empty */
+    hak_trim(0);            /* adopts them, returns what is empty */
     long after = rss_kib();
     printf("memory return (exited thread): baseline %ld KiB, peak %ld KiB, trimmed %ld KiB\n", base, peak, after);
     assert_true(after - base < NEAR_KIB);
@@ -103,7 +105,7 @@ static void test_decay_returns_memory_without_trim(void **state)
     (void)state;
     uint64_t decay = hak_opt.decay_ms;
     hak_opt.decay_ms = 50;
-    malloc_trim(0);
+    hak_trim(0);
     long base = rss_kib();
     struct blocks b = fill(256 * MIB, 3);
     release(&b);

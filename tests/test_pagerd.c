@@ -512,7 +512,7 @@ static int run_daemon(const char *const *args, char *out, size_t cap)
     argv[n] = NULL;
     pid_t pid = spawn_logged((char *const *)argv, log);
     int status = 0;
-    uint64_t end = mono_ms() + 5000;
+    uint64_t end = mono_ms() + 5000 * pagerd_slow;
     while (waitpid(pid, &status, WNOHANG) == 0) {
         if (mono_ms() > end) {
             kill(pid, SIGKILL);

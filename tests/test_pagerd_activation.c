@@ -46,7 +46,7 @@ static pid_t spawn_activated(struct daemon *d, int fd, const char *nfds, bool pi
     setenv("LISTEN_FDNAMES", "hakmem-pagerd.socket", 1);
     const char *argv[] = {pagerd_bin, "--foreground", "--socket", d->sock, "--config", "/dev/null",
                           "--tick-ms", "2", "--fake-nodes", "2", NULL};
-    execv(argv[0], (char *const *)argv);
+    pagerd_exec((char *const *)argv);
     _exit(127);
 }
 

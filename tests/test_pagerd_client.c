@@ -155,6 +155,9 @@ static int child_stress(void)
     int windows = 0;
     do {
         windows++;
+        /* Emptied SuperSlabs wait warm in-process and are reused first: give
+         * them back, so the window's growth is the daemon's to serve. */
+        hak_trim(0);
         calls0 = map_calls(), adv0 = hak_os_calls(HAK_OS_MADVISE), daemon0 = from_daemon(), fb0 = fallbacks();
         sleep_ms(300);
         slow_growth(1024); /* 64 MiB more: about 64 SuperSlabs */
