@@ -268,8 +268,10 @@ static void budget_check(struct hak_heap *h)
 /* Adapt the capacity of a class's cache at a refill (flush = false) or a
  * flush: it doubles, up to cap_max, when the class swings from one end of
  * its cache to the other, as long as the capacities of all classes stay
- * within the thread's budget: cached blocks are memory no one uses, and a
- * random mix of many classes would otherwise grow them all to the top. */
+ * within twice the thread's budget (a cache swings between empty and full,
+ * so it holds about half its capacity): cached blocks are memory no one
+ * uses, and a random mix of many classes would otherwise grow them all to
+ * the top. */
 void hak_heap_cache_adapt(struct hak_heap *h, unsigned cls, bool flush)
 {
     struct hak_tcache *tc = &h->tls->c[cls];
@@ -279,7 +281,7 @@ void hak_heap_cache_adapt(struct hak_heap *h, unsigned cls, bool flush)
         tc->cap = k->cap_base;
         h->cap_bytes += (uint64_t)tc->cap * k->size;
     } else if (st->last_flush != flush && tc->cap < k->cap_max &&
-               h->cap_bytes + (uint64_t)tc->cap * k->size <= (uint64_t)hak_opt.thread_cache_kb << 10) {
+               h->cap_bytes + (uint64_t)tc->cap * k->size <= (uint64_t)hak_opt.thread_cache_kb << 11) {
         uint32_t old = tc->cap;
         tc->cap = old * 2 < k->cap_max ? old * 2 : k->cap_max;
         h->cap_bytes += (uint64_t)(tc->cap - old) * k->size;

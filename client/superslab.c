@@ -84,30 +84,37 @@ static void place_slab(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned
 }
 
 /* Free units of partly used SuperSlabs first, then an empty one, so that
- * empty ones stay empty and can go back. Among those, units whose pages
- * are resident anywhere before clean ones: a slab in clean units faults in
- * new pages while resident ones sit idle until the decay. */
+ * empty ones stay empty and can go back. Among the partly used: the
+ * fullest, so that sparse ones can empty out and go back too (a heap that
+ * fills whichever comes first ends up with a few live slabs in each of
+ * many SuperSlabs); and units whose pages are resident before clean ones,
+ * which would fault in new pages while resident ones sit idle. */
 static bool place_in_owned(struct hak_heap *h, unsigned cls)
 {
     unsigned span = hak_classes[cls].span, scanned = 0;
-    uint32_t clean = HAK_NO_SS;
-    int clean_unit = -1;
+    uint32_t best[2] = {HAK_NO_SS, HAK_NO_SS}; /* [0] resident run, [1] any run */
+    int best_unit[2] = {-1, -1};
+    unsigned best_free[2] = {HAK_UNITS + 1, HAK_UNITS + 1};
     for (uint32_t idx = h->ss_avail; idx != HAK_NO_SS && scanned < AVAIL_SCAN_MAX;
          idx = hak_cold(idx)->next, scanned++) {
         const struct hak_ss *ss = hak_cold(idx);
-        int unit = find_run_in(ss->free_units & ss->dirty_units, span);
-        if (unit >= 0) {
-            place_slab(h, idx, (unsigned)unit, cls);
-            return true;
-        }
-        if (clean == HAK_NO_SS && (unit = find_run_in(ss->free_units, span)) >= 0) {
-            clean = idx;
-            clean_unit = unit;
+        unsigned nfree = (unsigned)__builtin_popcount(ss->free_units);
+        for (int k = 0; k < 2; k++) {
+            if (nfree >= best_free[k])
+                continue;
+            int unit = find_run_in(k ? ss->free_units : ss->free_units & ss->dirty_units, span);
+            if (unit >= 0) {
+                best[k] = idx;
+                best_unit[k] = unit;
+                best_free[k] = nfree;
+            }
         }
     }
-    if (clean != HAK_NO_SS) {
-        place_slab(h, clean, (unsigned)clean_unit, cls);
-        return true;
+    for (int k = 0; k < 2; k++) {
+        if (best[k] != HAK_NO_SS) {
+            place_slab(h, best[k], (unsigned)best_unit[k], cls);
+            return true;
+        }
     }
     if (h->ss_empty != HAK_NO_SS) {
         place_slab(h, h->ss_empty, 0, cls);
