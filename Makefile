@@ -7,6 +7,7 @@
 #   make tsan       the same with ThreadSanitizer in build-tsan/ (sanitize.mk)
 #   make valgrind   the daemon's tests with the daemon under valgrind memcheck (sanitize.mk)
 #   make fuzz       libFuzzer targets for the parsers of the other side's data, FUZZ_SECONDS (60) each (fuzz.mk)
+#   make soak       10 minutes of mixed load, daemon and clients killed at random (soak.mk)
 #   make install    library, header, pkg-config file, daemon, hakctl, units, man pages (install.mk)
 #   make clean
 
