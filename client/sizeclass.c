@@ -15,10 +15,7 @@
  * (at the first byte past a class) and average it near 10%. */
 #include "internal.h"
 
-struct hak_class hak_classes[HAK_NCLASS];
-uint8_t hak_class_of16[HAK_SMALL_MAX / 16 + 1];
-/* Mid classes step by at least 2 KiB, so 1 KiB granules map exactly. */
-uint8_t hak_class_of1k[HAK_MID_MAX / 1024 + 1];
+struct hak_tables hak_tables;
 
 static uint32_t class_size(unsigned c)
 {
