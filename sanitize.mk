@@ -19,10 +19,10 @@ TSAN_FLAGS := -fsanitize=thread $(SAN_FLAGS)
 #   does not define them.
 SAN_SKIP   := test_override
 # Single steps not checked, at the test (TEST_ASAN, TEST_TSAN in testutil.h):
-#   test_threads, RSS flat after 100,000 threads: not under ASan, which
-#     keeps state for every thread that ever ran (SuperSlabs held still checked);
-#   test_memreturn, RSS back after 1 GiB freed and trimmed: not under TSan,
-#     whose shadow of that gigabyte stays resident (the other two cases run);
+#   memory assertions on the whole process's RSS: a sanitizer's shadow and
+#     per-thread state grow with the test's work (and on a kernel without a
+#     shared zero page, shadow that is only read is resident too); the same
+#     assertions on hakmem's own resident memory (own_kib) are checked;
 #   test_fork, a new thread in the child: not under TSan, which cannot
 #     start threads in the child of a multi-threaded fork.
 # The shell tests (tests/test_*.sh) test the shared library and installed

@@ -115,3 +115,13 @@ uint32_t hak_arena_extend(uint32_t n)
     hak_unlock(&hak_arena.lock);
     return first;
 }
+
+/* The side tables' resident bytes (the SuperSlabs': hak_provision_resident). */
+size_t hak_arena_meta_resident(void)
+{
+    if (!hak_arena.size)
+        return 0;
+    uint32_t n = __atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE);
+    return hak_os_resident(hak_arena.hot, page_round(hak_arena.nss_max * sizeof(struct hak_ss_hot))) +
+           hak_os_resident(hak_arena.cold, n * sizeof(struct hak_ss));
+}

@@ -32,6 +32,13 @@ static struct hak_heap *all_heaps;   /* pool_lock; heaps are never removed */
 static struct hak_heap *free_heaps;  /* pool_lock: parked heaps and clean ones */
 static unsigned nparked;             /* pool_lock */
 static char *chunk_next, *chunk_end; /* pool_lock: permanent heap memory */
+/* Each chunk of heap memory starts with a link to the one before, so its
+ * resident pages can be counted (hak_heap_resident). */
+struct heap_chunk {
+    struct heap_chunk *prev;
+} __attribute__((aligned(64)));
+static struct heap_chunk *last_chunk; /* pool_lock */
+_Static_assert(sizeof(struct heap_chunk) + sizeof(struct hak_heap) <= HEAP_CHUNK, "a heap fits a chunk");
 static pthread_key_t exit_key;
 static _Atomic bool exit_key_ready;
 
@@ -54,6 +61,16 @@ void hak_heap_pool_lock(void)
 void hak_heap_pool_unlock(void)
 {
     hak_unlock(&pool_lock);
+}
+
+size_t hak_heap_resident(void)
+{
+    size_t bytes = 0;
+    hak_lock(&pool_lock);
+    for (struct heap_chunk *c = last_chunk; c; c = c->prev)
+        bytes += hak_os_resident(c, HEAP_CHUNK);
+    hak_unlock(&pool_lock);
+    return bytes;
 }
 
 static void heap_reset(struct hak_heap *h)
@@ -90,8 +107,14 @@ static struct hak_heap *heap_alloc(void)
     } else {
         size_t sz = (sizeof(struct hak_heap) + 63) & ~(size_t)63;
         if ((size_t)(chunk_end - chunk_next) < sz) {
-            chunk_next = hak_os_map_guarded(HEAP_CHUNK);
-            chunk_end = chunk_next ? chunk_next + HEAP_CHUNK : NULL;
+            struct heap_chunk *c = hak_os_map_guarded(HEAP_CHUNK);
+            chunk_next = chunk_end = NULL;
+            if (c) {
+                c->prev = last_chunk;
+                last_chunk = c;
+                chunk_next = (char *)(c + 1);
+                chunk_end = (char *)c + HEAP_CHUNK;
+            }
         }
         if (chunk_next) {
             h = (struct hak_heap *)chunk_next;

@@ -46,6 +46,7 @@ extern struct hak_arena hak_arena HAK_HIDDEN;
 int hak_arena_init(size_t reserve_bytes) HAK_HIDDEN;
 uint32_t hak_arena_extend(uint32_t n) HAK_HIDDEN;
 void hak_arena_ss_init(uint32_t idx) HAK_HIDDEN;
+size_t hak_arena_meta_resident(void) HAK_HIDDEN; /* side tables' bytes in memory */
 
 static inline void *hak_ss_addr(uint32_t idx)
 {
@@ -147,6 +148,7 @@ uint64_t hak_os_calls(enum hak_os_call call) HAK_HIDDEN;
 uint64_t hak_now_ns(void) HAK_HIDDEN;
 uint32_t hak_now_ms(void) HAK_HIDDEN; /* wraps after 49 days: compare differences */
 size_t hak_os_page_size(void) HAK_HIDDEN;
+size_t hak_os_resident(const void *p, size_t len) HAK_HIDDEN; /* bytes in memory (mincore) */
 
 /* ---- provider.c: where SuperSlabs come from (embedded or pagerd) ---- */
 struct hak_provider {
@@ -170,6 +172,7 @@ void hak_provision_release(uint32_t idx) HAK_HIDDEN;
 void hak_provision_decommit(uint32_t idx, unsigned unit, unsigned n) HAK_HIDDEN;
 size_t hak_provision_trim(bool force) HAK_HIDDEN;
 void hak_provision_stats(struct hak_provision_stats *out) HAK_HIDDEN;
+size_t hak_provision_resident(void) HAK_HIDDEN; /* SuperSlabs and side tables in memory */
 void hak_provision_fork_prepare(void) HAK_HIDDEN;
 void hak_provision_fork_parent(void) HAK_HIDDEN;
 void hak_provision_fork_child(void) HAK_HIDDEN;
@@ -194,6 +197,10 @@ bool hak_pagerd_decommit(uint32_t idx, unsigned unit, unsigned n) HAK_HIDDEN;
 void hak_pagerd_fork_prepare(void) HAK_HIDDEN;
 void hak_pagerd_fork_parent(void) HAK_HIDDEN;
 void hak_pagerd_fork_child(void) HAK_HIDDEN;
+/* Sessions' files (SuperSlab areas and control areas) and bitmaps in
+ * memory; *span lists each session's arena range [first, end) in order. */
+size_t hak_pagerd_resident(uint32_t (*span)[2], unsigned *nspan) HAK_HIDDEN;
+#define HAK_PAGERD_MAX_SESSIONS 64
 /* The checks of what the daemon sends, one step of the connect each (and
  * what tests/fuzz drives directly). */
 int hak_pagerd_handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w) HAK_HIDDEN;
@@ -253,6 +260,7 @@ struct hak_heap *hak_heap_first(void) HAK_HIDDEN; /* walk: ->all_next */
 void hak_heap_pool_lock(void) HAK_HIDDEN;
 void hak_heap_pool_unlock(void) HAK_HIDDEN;
 void hak_heap_wait_inflight(struct hak_heap *h) HAK_HIDDEN;
+size_t hak_heap_resident(void) HAK_HIDDEN; /* the heaps' own memory */
 
 /* ---- alloc.c / free.c: the entry points' slow paths ---- */
 void *hak_malloc_slow(size_t size) HAK_HIDDEN;
@@ -268,6 +276,7 @@ size_t hak_large_usable(const void *p) HAK_HIDDEN; /* 0: not a large block */
 void *hak_large_resize(void *p, size_t size) HAK_HIDDEN;
 size_t hak_large_trim(void) HAK_HIDDEN;
 void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blocks) HAK_HIDDEN;
+size_t hak_large_resident(void) HAK_HIDDEN; /* live and cached mappings, the registry */
 void hak_large_fork_prepare(void) HAK_HIDDEN;
 void hak_large_fork_parent(void) HAK_HIDDEN;
 void hak_large_fork_child(void) HAK_HIDDEN;
@@ -286,6 +295,10 @@ struct hak_class_totals {
 };
 void hak_stats_collect(struct hak_class_totals *out) HAK_HIDDEN;
 uint64_t hak_remote_frees(unsigned cls) HAK_HIDDEN; /* free.c: counted when HAKMEM_STATS=1 */
+/* Resident bytes of every mapping hakmem made, and of nothing else (not a
+ * sanitizer's shadow, not the program's own memory). Walks every range
+ * with mincore: for tests and statistics, not for hot paths. */
+size_t hak_resident_bytes(void) HAK_HIDDEN;
 
 /* ---- options.c: the HAKMEM_* environment options, one table ---- */
 #define HAK_PATH_MAX 108 /* sun_path */

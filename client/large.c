@@ -296,6 +296,20 @@ void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blo
     hak_unlock(&lg.lock);
 }
 
+size_t hak_large_resident(void)
+{
+    hak_lock(&lg.lock);
+    size_t bytes = lg.tab ? hak_os_resident(lg.tab, lg.cap * sizeof *lg.tab) : 0;
+    for (size_t i = 0; i < lg.cap; i++)
+        if (lg.tab[i].ptr > 1)
+            bytes += hak_os_resident((void *)lg.tab[i].ptr, lg.tab[i].len);
+    for (int i = 0; i < CACHE_SLOTS; i++)
+        if (lg.cache[i].base)
+            bytes += hak_os_resident((void *)lg.cache[i].base, lg.cache[i].len);
+    hak_unlock(&lg.lock);
+    return bytes;
+}
+
 void hak_large_fork_prepare(void) { hak_lock(&lg.lock); }
 void hak_large_fork_parent(void) { hak_unlock(&lg.lock); }
 void hak_large_fork_child(void) { hak_lock_reset(&lg.lock); }

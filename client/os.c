@@ -156,6 +156,27 @@ void *hak_os_map_guarded(size_t size)
     return p + page;
 }
 
+/* Bytes of [p, p + len) in memory (mincore): for a file mapping, the
+ * file's pages, so those the daemon pre-faulted for us count too. Not a
+ * counted call: it maps and releases nothing. */
+size_t hak_os_resident(const void *p, size_t len)
+{
+    size_t page = hak_os_page_size();
+    uintptr_t at = (uintptr_t)p & ~(page - 1), end = ((uintptr_t)p + len + page - 1) & ~(page - 1);
+    unsigned char vec[4096];
+    size_t pages = 0;
+    int saved = errno;
+    while (at < end) {
+        size_t n = (end - at) / page < sizeof vec ? (end - at) / page : sizeof vec;
+        if (mincore((void *)at, n * page, vec) == 0)
+            for (size_t i = 0; i < n; i++)
+                pages += vec[i] & 1;
+        at += n * page;
+    }
+    errno = saved;
+    return pages * page;
+}
+
 /* Move or resize a mapping without copying (mremap); NULL on failure, the
  * old mapping then intact. */
 void *hak_os_remap(void *p, size_t old, size_t len)

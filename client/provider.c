@@ -67,6 +67,24 @@ void hak_provision_stats(struct hak_provision_stats *out)
     out->fallbacks = atomic_load_explicit(&fallbacks, HAK_RELAXED);
 }
 
+/* In-process SuperSlabs by mincore, the daemon's by their files (whose
+ * ranges of the arena are skipped here), and the side tables. */
+size_t hak_provision_resident(void)
+{
+    uint32_t span[HAK_PAGERD_MAX_SESSIONS][2], end = __atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE);
+    unsigned n;
+    size_t bytes = hak_arena_meta_resident() + hak_pagerd_resident(span, &n);
+    uint32_t at = 0;
+    for (unsigned i = 0; i <= n; i++) {
+        uint32_t stop = i < n && span[i][0] < end ? span[i][0] : end;
+        if (stop > at)
+            bytes += hak_os_resident(hak_ss_addr(at), (size_t)(stop - at) << HAK_SS_SHIFT);
+        if (i < n && span[i][1] > at)
+            at = span[i][1];
+    }
+    return bytes;
+}
+
 /* The embedded lock first: its decay gives SuperSlabs back to the daemon
  * under it, taking the daemon session's lock inside. */
 void hak_provision_fork_prepare(void)

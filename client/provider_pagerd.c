@@ -30,7 +30,7 @@
 
 #include "internal.h"
 
-#define MAX_SESSIONS 64
+#define MAX_SESSIONS HAK_PAGERD_MAX_SESSIONS
 #define IO_TIMEOUT_MS 200
 #define BACKOFF_MIN_NS (100ull * 1000000)
 #define BACKOFF_MAX_NS (5000ull * 1000000)
@@ -465,6 +465,33 @@ bool hak_pagerd_decommit(uint32_t idx, unsigned unit, unsigned n)
     char *at = (char *)hak_ss_addr(idx) + ((size_t)unit << HAK_UNIT_SHIFT);
     hak_os_decommit_file(at, (size_t)n << HAK_UNIT_SHIFT, !s->private_copy);
     return true;
+}
+
+/* A live session's memory is its file's allocated blocks: those the daemon
+ * pre-faulted and nobody wrote yet are memory too, and mincore does not see
+ * them. A session made private at a fork: what its mapping shows (the
+ * file's written pages and the private copies). */
+size_t hak_pagerd_resident(uint32_t (*span)[2], unsigned *nspan)
+{
+    size_t bytes = 0;
+    hak_lock(&pd.lock);
+    unsigned n = atomic_load(&pd.n);
+    for (unsigned i = 0; i < n; i++) {
+        struct session *s = &pd.s[i];
+        size_t len = (size_t)s->layout.capacity << HAK_SS_SHIFT;
+        struct stat st;
+        if (!s->private_copy && fstat(s->memfd, &st) == 0)
+            bytes += (size_t)st.st_blocks * 512; /* SuperSlab and control areas */
+        else
+            bytes += hak_os_resident(hak_ss_addr(s->base), len) +
+                     (s->ctrl ? hak_os_resident(s->ctrl, s->layout.ctrl_size) : 0);
+        bytes += hak_os_resident(s->held, ((size_t)s->layout.capacity + 63) / 64 * 8);
+        span[i][0] = s->base;
+        span[i][1] = s->base + s->layout.capacity;
+    }
+    *nspan = n;
+    hak_unlock(&pd.lock);
+    return bytes;
 }
 
 /* ---- fork ---- */

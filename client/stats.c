@@ -34,6 +34,11 @@ void hak_stats_collect(struct hak_class_totals *out)
         out[c].frees += hak_remote_frees(c);
 }
 
+size_t hak_resident_bytes(void)
+{
+    return hak_provision_resident() + hak_heap_resident() + hak_large_resident();
+}
+
 static void out(const char *s)
 {
     hak_write_str(2, s);

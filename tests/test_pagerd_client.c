@@ -301,7 +301,7 @@ static __attribute__((noreturn)) int child_hold(void)
             hak_free(held[i]);
         hak_trim(0);
     }
-    printf("holding from_daemon=%llu\n", (unsigned long long)from_daemon());
+    printf("holding from_daemon=%llu own_kb=%ld\n", (unsigned long long)from_daemon(), own_kib());
     fflush(stdout);
     for (;;)
         pause();
@@ -422,6 +422,10 @@ static void test_killed_client_releases_everything(void **state)
     char line[512];
     child_start(&c, "hold", &d);
     child_line(&c, line, sizeof line, "holding");
+    /* The 64 MiB it wrote, most in the daemon's file, count as its own. */
+    const char *own = strstr(line, "own_kb=");
+    assert_non_null(own);
+    assert_true(atol(own + 7) >= 64 * 1024);
     struct status st;
     get_status(&d, &st);
     bool found = false;

@@ -59,7 +59,7 @@ static void test_trim_returns_pages_to_the_os(void **state)
     assert_int_equal(hak_provision_acquire(idx, 8), 8);
     for (int i = 0; i < 8; i++)
         touch(idx[i]);
-    long before = rss_kib();
+    long before = own_kib();
     for (int i = 0; i < 8; i++)
         hak_provision_release(idx[i]);
     uint64_t madvise0 = hak_os_calls(HAK_OS_MADVISE);
@@ -69,7 +69,7 @@ static void test_trim_returns_pages_to_the_os(void **state)
     assert_true(bytes >= 8 * HAK_SS_SIZE);
     assert_int_equal(e.dirty, 0);
     assert_true(hak_os_calls(HAK_OS_MADVISE) - madvise0 >= 8);
-    long after = rss_kib();
+    long after = own_kib();
     assert_true(before - after >= 7 * 1024); /* about 8 MiB gone */
     /* A purged SuperSlab comes back zeroed. */
     uint32_t again;
