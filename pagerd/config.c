@@ -12,33 +12,31 @@
 
 #include "pagerd.h"
 
+static const char *const level_names[] = {"warn", "info", "debug", NULL};
+static const char *const charge_names[] = {"auto", "daemon", NULL};
+
+/* A key is a number in [min, max], or one of names (stored as its index). */
 static const struct key {
     const char *name; /* in the file */
     const char *flag; /* on the command line, without the dashes */
     size_t off;       /* in struct settings */
     uint32_t def, min, max;
+    const char *const *names;
 } keys[] = {
-    {"tick_ms", "tick-ms", offsetof(struct settings, tick_ms), 5, 1, 60000},
-    {"limit_client", "limit-client", offsetof(struct settings, limit_client), 4096, 0, UINT32_MAX},
-    {"limit_total", "limit-total", offsetof(struct settings, limit_total), 16384, 0, UINT32_MAX},
-    {"max_capacity", "max-capacity", offsetof(struct settings, max_capacity), 65536, 1, HAK_SHM_MAX_CAPACITY},
-    {"reclaim_delay_ms", "reclaim-delay-ms", offsetof(struct settings, reclaim_delay_ms), 2000, 0, 86400000},
-    {"min_watermark", "min-watermark", offsetof(struct settings, min_watermark), 2, 0, HAK_SHM_FILL_SLOTS},
+    {"tick_ms", "tick-ms", offsetof(struct settings, tick_ms), 5, 1, 60000, NULL},
+    {"limit_client", "limit-client", offsetof(struct settings, limit_client), 4096, 0, UINT32_MAX, NULL},
+    {"limit_total", "limit-total", offsetof(struct settings, limit_total), 16384, 0, UINT32_MAX, NULL},
+    {"max_capacity", "max-capacity", offsetof(struct settings, max_capacity), 65536, 1, HAK_SHM_MAX_CAPACITY, NULL},
+    {"reclaim_delay_ms", "reclaim-delay-ms", offsetof(struct settings, reclaim_delay_ms), 2000, 0, 86400000, NULL},
+    {"min_watermark", "min-watermark", offsetof(struct settings, min_watermark), 2, 0, HAK_SHM_FILL_SLOTS, NULL},
     {"max_watermark", "max-watermark", offsetof(struct settings, max_watermark), HAK_SHM_FILL_SLOTS, 1,
-     HAK_SHM_FILL_SLOTS},
-    {"fake_nodes", "fake-nodes", offsetof(struct settings, fake_nodes), 0, 0, HAK_SHM_MAX_NODES},
-    {"log_level", "log-level", offsetof(struct settings, log_level), LOG_LEVEL_INFO, LOG_LEVEL_WARN,
-     LOG_LEVEL_DEBUG},
+     HAK_SHM_FILL_SLOTS, NULL},
+    {"fake_nodes", "fake-nodes", offsetof(struct settings, fake_nodes), 0, 0, HAK_SHM_MAX_NODES, NULL},
+    {"log_level", "log-level", offsetof(struct settings, log_level), LOG_LEVEL_INFO, 0, 0, level_names},
+    {"charge", "charge", offsetof(struct settings, charge), CHARGE_SET_AUTO, 0, 0, charge_names},
+    {"cgroup_reserve_mb", "cgroup-reserve-mb", offsetof(struct settings, cgroup_reserve_mb), 16, 0, 1u << 20, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
-#define KEY_LOG_LEVEL (NKEYS - 1)
-
-static const char *const level_names[] = {"warn", "info", "debug"};
-
-const char *config_level_name(uint32_t level)
-{
-    return level <= LOG_LEVEL_DEBUG ? level_names[level] : "?";
-}
 
 static uint32_t *field(struct settings *s, const struct key *k)
 {
@@ -56,12 +54,12 @@ void config_defaults(struct settings *s)
         *field(s, &keys[i]) = keys[i].def;
 }
 
-/* A whole decimal number in the key's range (or a level name). */
+/* A whole decimal number in the key's range, or one of its names. */
 static bool parse_value(const struct key *k, const char *v, uint32_t *out)
 {
-    if (k == &keys[KEY_LOG_LEVEL]) {
-        for (uint32_t l = 0; l <= LOG_LEVEL_DEBUG; l++)
-            if (strcmp(v, level_names[l]) == 0) {
+    if (k->names) {
+        for (uint32_t l = 0; k->names[l]; l++)
+            if (strcmp(v, k->names[l]) == 0) {
                 *out = l;
                 return true;
             }
@@ -80,10 +78,14 @@ static bool parse_value(const struct key *k, const char *v, uint32_t *out)
 
 static void range_text(const struct key *k, char *buf, size_t len)
 {
-    if (k == &keys[KEY_LOG_LEVEL])
-        snprintf(buf, len, "warn|info|debug");
-    else
+    if (!k->names) {
         snprintf(buf, len, "%u..%u", k->min, k->max);
+        return;
+    }
+    size_t at = 0;
+    buf[0] = 0;
+    for (uint32_t l = 0; k->names[l] && at < len; l++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%s", l ? "|" : "", k->names[l]);
 }
 
 static const struct key *find_key(const char *name)
@@ -183,17 +185,26 @@ bool config_load(const struct config *cfg, struct settings *out, char *err, size
 
 void config_log(const struct settings *s)
 {
-    log_info("settings: tick_ms=%u limit_client=%u limit_total=%u max_capacity=%u reclaim_delay_ms=%u "
-             "min_watermark=%u max_watermark=%u fake_nodes=%u log_level=%s",
-             s->tick_ms, s->limit_client, s->limit_total, s->max_capacity, s->reclaim_delay_ms,
-             s->min_watermark, s->max_watermark, s->fake_nodes, config_level_name(s->log_level));
+    char line[512];
+    size_t at = 0;
+    for (size_t i = 0; i < NKEYS && at < sizeof line; i++) {
+        uint32_t v = value_of(s, &keys[i]);
+        if (keys[i].names)
+            at += (size_t)snprintf(line + at, sizeof line - at, " %s=%s", keys[i].name, keys[i].names[v]);
+        else
+            at += (size_t)snprintf(line + at, sizeof line - at, " %s=%u", keys[i].name, v);
+    }
+    log_info("settings:%s", line);
 }
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: hakmem-pagerd [--foreground] [--socket PATH] [--config FILE]");
-    for (size_t i = 0; i < NKEYS; i++)
-        fprintf(f, " [--%s %s]", keys[i].flag, i == KEY_LOG_LEVEL ? "LEVEL" : "N");
+    for (size_t i = 0; i < NKEYS; i++) {
+        char range[64];
+        range_text(&keys[i], range, sizeof range);
+        fprintf(f, " [--%s %s]", keys[i].flag, keys[i].names ? range : "N");
+    }
     fprintf(f, "\n");
 }
 

@@ -76,6 +76,12 @@ struct req *req_new(enum req_kind kind, struct client *c, uint32_t ss)
     return r;
 }
 
+void req_done(struct req *r)
+{
+    session_unref(r->client);
+    req_put(r);
+}
+
 void loop_accept(void)
 {
     struct io_uring_sqe *sqe = sqe_get();
@@ -90,6 +96,14 @@ void loop_recv(struct client *c)
     c->refs++;
     io_uring_prep_recv(sqe, c->sock, c->rbuf.raw, sizeof c->rbuf.raw, 0);
     io_uring_sqe_set_data(sqe, &c->rreq);
+}
+
+void loop_recv_charger(struct memcg *cg)
+{
+    struct io_uring_sqe *sqe = sqe_get();
+    cg->ch.rreq = (struct req){.kind = REQ_CHARGER, .cg = cg};
+    io_uring_prep_recv(sqe, cg->ch.sock, &cg->ch.reply, sizeof cg->ch.reply, 0);
+    io_uring_sqe_set_data(sqe, &cg->ch.rreq);
 }
 
 void loop_fallocate(struct req *r, int fd, int mode, uint64_t off, uint64_t len)
@@ -178,13 +192,14 @@ static void dispatch(struct req *r, int res)
         break;
     case REQ_PREFAULT:
         pool_prefault_done(r, res);
-        session_unref(r->client);
-        req_put(r);
+        req_done(r);
         break;
     case REQ_PUNCH:
         reclaim_punch_done(r, res);
-        session_unref(r->client);
-        req_put(r);
+        req_done(r);
+        break;
+    case REQ_CHARGER:
+        charge_replied(r, res);
         break;
     }
 }

@@ -121,6 +121,8 @@ static void started(int ready_fd)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--charger") == 0)
+        return charger_main();
     int r = config_flags(&pd.cfg, argc, argv);
     if (r != 0)
         return r > 0 ? 0 : 2;
@@ -136,6 +138,7 @@ int main(int argc, char **argv)
     int ready_fd = pd.cfg.foreground ? -1 : detach();
     log_init(pd.cfg.foreground);
     pd.start_ms = now_ms();
+    charge_init();
     loop_init();
     started(ready_fd);
 

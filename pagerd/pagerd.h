@@ -34,6 +34,9 @@
 #define SS_NIL UINT32_MAX
 
 enum log_level { LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+/* Who pre-faults a client's pages: a charger in its cgroup when we can
+ * move one there, else we (auto); always we (daemon). */
+enum charge_setting { CHARGE_SET_AUTO, CHARGE_SET_DAEMON };
 
 /* ---- settings ----
  * Defaults, then the config file, then flags (which win). Every field is a
@@ -48,6 +51,8 @@ struct settings {
     uint32_t max_watermark;    /* fill target per ring, upper bound */
     uint32_t fake_nodes;       /* 0: real topology; N: pretend N nodes */
     uint32_t log_level;        /* enum log_level */
+    uint32_t charge;           /* enum charge_setting */
+    uint32_t cgroup_reserve_mb; /* room in a client's cgroup we never pre-fault into */
 };
 
 /* What the command line said; kept so a reload can apply it again. */
@@ -69,18 +74,80 @@ enum req_kind {
     REQ_RECV,     /* one datagram from a client (embedded in the client) */
     REQ_TICK,     /* the periodic timeout */
     REQ_SIGNAL,   /* a read of the signalfd */
-    REQ_PREFAULT, /* fallocate(0) of one SuperSlab */
+    REQ_PREFAULT, /* fallocate(0) of one SuperSlab, by us or by a charger */
     REQ_PUNCH,    /* fallocate(PUNCH_HOLE) of one SuperSlab */
+    REQ_CHARGER,  /* one reply from a charger (embedded in its memcg) */
 };
 
 struct client;
+struct memcg;
 
 struct req {
     enum req_kind kind;
     struct client *client; /* RECV, PREFAULT, PUNCH: the owner */
+    struct memcg *cg;      /* CHARGER: the cgroup whose charger replies */
     uint32_t ss;           /* PREFAULT, PUNCH: SuperSlab index in its file */
-    struct req *next;      /* the loop's free list */
+    uint32_t seq;          /* PREFAULT sent to a charger: its number */
+    struct req *next;      /* the loop's free list; a charger's queue */
 };
+
+/* ---- memory cgroups ----
+ * Pages are charged to the memory cgroup of the process that allocates
+ * them. So that a client's pages count against its own cgroup, a charger
+ * (a helper process of ours, moved into that cgroup) pre-faults them.
+ * Where that is impossible, we pre-fault them ourselves and count them
+ * against the cgroup's room instead. */
+struct cg_where {
+    int version;         /* 1: v1 memory hierarchy; 2: unified */
+    char path[256];      /* as /proc/PID/cgroup names it */
+    char top[256];       /* the hierarchy's mount point */
+    char dir[512];       /* its directory: top + path */
+};
+
+enum charge_mode {
+    CHARGE_OWN,    /* the client shares our cgroup: our charges are its */
+    CHARGE_HELPER, /* its charger allocates its pages */
+    CHARGE_DAEMON, /* we allocate them, within the room its cgroup has */
+    CHARGE_NCG,    /* its cgroup is unknown: we allocate them, unchecked */
+};
+
+/* Messages between the daemon and a charger, over a socketpair. */
+struct charge_request {
+    uint32_t seq;
+    uint32_t pad;
+    uint64_t off, len; /* fallocate(fd, 0, off, len); fd as SCM_RIGHTS */
+};
+struct charge_reply {
+    uint32_t seq;
+    int32_t res; /* 0 or -errno */
+};
+
+struct charger {
+    pid_t pid;             /* 0: none running */
+    int sock;              /* our end of the socketpair; -1: none */
+    uint64_t retry_ms;     /* a failed start is not tried again before */
+    struct req rreq;       /* the receive of its next reply */
+    struct charge_reply reply;
+    struct req *head, *tail; /* requests sent, answered in this order */
+    uint32_t seq;          /* number of the next request */
+    bool stopping;         /* shut down by us: its end is no failure */
+};
+
+struct memcg {
+    TAILQ_ENTRY(memcg) entry;
+    struct cg_where where;
+    enum charge_mode mode;
+    unsigned sessions;     /* sessions in it; freed at 0, charger gone */
+    uint32_t daemon_ss;    /* its sessions' SuperSlabs with pages we allocated */
+    uint32_t inflight;     /* pre-faults sent to its charger, unanswered */
+    uint64_t limit, usage; /* bytes, its own, as last read */
+    int64_t budget;        /* bytes we may still pre-fault for it until the next read */
+    uint64_t read_ms;      /* when limit, usage and budget were read; 0: never */
+    uint64_t idle_ms;      /* when its last session ended */
+    bool warned;           /* its charger failure was logged */
+    struct charger ch;
+};
+TAILQ_HEAD(memcglist, memcg);
 
 /* ---- per client ----
  * The life of one SuperSlab of a client's file. Only the daemon's view: the
@@ -101,6 +168,7 @@ struct ss {
     uint32_t next;     /* DIRTY: towards newer; FREE: next on the stack */
     uint8_t state;     /* enum ss_state */
     uint8_t node;      /* node its pages belong to (unless FREE) */
+    uint8_t ours;      /* its pages were allocated by us (CHARGE_DAEMON) */
 };
 
 /* One node of one client: the shadow of its fill ring and its warm
@@ -132,6 +200,8 @@ struct client {
     unsigned refs;             /* requests in flight that name us */
     pid_t pid;                 /* SO_PEERCRED */
     uid_t uid;
+    struct memcg *cg;             /* SESSION: its memory cgroup */
+    uint32_t ours;                /* its SuperSlabs with ss.ours set */
     uint64_t session;
     uint64_t connected_ms;
     struct hak_shm_layout layout; /* ours: computed, never read back */
@@ -149,6 +219,7 @@ struct client {
     uint64_t served;
     uint64_t returned;
     uint64_t limit_hits;
+    uint64_t cgroup_hits;         /* of which for want of room in its cgroup */
     uint64_t limit_logged_ms;
     uint64_t error_logged_ms;
     /* One datagram; larger than any valid message, so an oversized one
@@ -181,6 +252,9 @@ struct pagerd {
     struct node_stats nodes[HAK_SHM_MAX_NODES];
     struct clientlist clients; /* NEW and SESSION clients */
     struct clientlist zombies; /* DEAD, waiting for their requests */
+    struct memcglist memcgs;   /* the cgroups of sessions, and chargers finishing */
+    struct cg_where own_cg;    /* ours; own_cg_known if it could be read */
+    bool own_cg_known;
     uint32_t nconns;        /* clients in the list */
     uint32_t nsessions;     /* of which SESSION */
     uint64_t charged;       /* sum of client_charge() over sessions */
@@ -209,13 +283,14 @@ int config_flags(struct config *cfg, int argc, char **argv);
 bool config_load(const struct config *cfg, struct settings *out, char *err, size_t errlen);
 void config_log(const struct settings *s);
 void config_reload(void);
-const char *config_level_name(uint32_t level);
 
 /* loop.c */
 void loop_init(void);
 void loop_run(void);
 void loop_fini(void);
 struct req *req_new(enum req_kind kind, struct client *c, uint32_t ss);
+void req_done(struct req *r); /* its client reference dropped, back to the pool */
+void loop_recv_charger(struct memcg *cg);
 void loop_accept(void);
 void loop_recv(struct client *c);
 void loop_fallocate(struct req *r, int fd, int mode, uint64_t off, uint64_t len);
@@ -250,6 +325,25 @@ uint32_t reclaim_take_warm(struct client *c, uint32_t node);
 void reclaim_punch_old(struct client *c, uint64_t now);
 void reclaim_punch(struct client *c, uint32_t idx);
 void reclaim_punch_done(struct req *r, int res);
+
+/* cgroup.c */
+bool cg_parse_proc(const char *text, int *version, char *path, size_t len);
+bool cg_parse_mount(const char *line, int version, char *mnt, size_t mlen, char *root, size_t rlen);
+bool cg_dir_of(const char *mnt, const char *root, const char *path, char *dir, size_t len);
+bool cg_read_room(const char *dir, const char *top, int version, uint64_t *room, uint64_t *limit, uint64_t *usage);
+bool cg_locate(pid_t pid, struct cg_where *w);
+
+/* charger.c */
+void charge_init(void);
+bool charge_session_start(struct client *c);
+void charge_session_end(struct client *c);
+bool charge_room(struct client *c, uint64_t now);
+void charge_tick(uint64_t now);
+bool charge_fallocate(struct client *c, struct req *r, uint64_t off, uint64_t len);
+void charge_replied(struct req *r, int res);
+void charge_ss_freed(struct client *c, uint32_t idx);
+const char *charge_mode_name(enum charge_mode m);
+int charger_main(void);
 
 /* status.c */
 void status_reply(struct client *c);

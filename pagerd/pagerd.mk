@@ -34,3 +34,10 @@ $(HAKCTL_BIN): $(HAKCTL_OBJ) $(SHM_OBJ)
 # The daemon's tests share a raw protocol client.
 $(BUILD)/tests/test_pagerd $(BUILD)/tests/test_pagerd_hostile $(BUILD)/tests/test_pagerd_activation \
     $(BUILD)/tests/test_pagerd_client $(BUILD)/tests/test_faults: tests/pagerd_client.h
+
+# Tests of the daemon's own code link its objects (pagerd.h, no loop).
+PAGERD_TEST_OBJ := $(BUILD)/obj/pagerd/cgroup.o
+$(BUILD)/tests/test_cgroup $(BUILD)/tests/test_pagerd_cgroup: $(BUILD)/tests/%: tests/%.c tests/testutil.h \
+    tests/pagerd_client.h $(LIB_A) $(PAGERD_TEST_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests -Ipagerd -o $@ $< $(PAGERD_TEST_OBJ) $(LIB_A) $(TEST_LIBS)

@@ -86,6 +86,8 @@ void ss_set_state(struct client *c, uint32_t idx, enum ss_state st)
     else if (!charged_state(s->state) && charged_state(st))
         pd.charged++;
     s->state = (uint8_t)st;
+    if (st == SS_FREE)
+        charge_ss_freed(c, idx);
 }
 
 uint64_t ss_offset_of(const struct client *c, uint32_t idx)
@@ -206,9 +208,11 @@ static void limit_hit(struct client *c, uint64_t now)
     if (now - c->limit_logged_ms < PAGERD_LOG_EVERY_MS)
         return;
     c->limit_logged_ms = now;
-    log_info("limit pid=%d session=%llu charge=%u limit_client=%u total=%llu limit_total=%u hits=%llu", c->pid,
-             (unsigned long long)c->session, client_charge(c), pd.set.limit_client,
-             (unsigned long long)pd.charged, pd.set.limit_total, (unsigned long long)c->limit_hits);
+    log_info("limit pid=%d session=%llu charge=%u limit_client=%u total=%llu limit_total=%u cgroup=%s "
+             "cgroup_room=%lld hits=%llu",
+             c->pid, (unsigned long long)c->session, client_charge(c), pd.set.limit_client,
+             (unsigned long long)pd.charged, pd.set.limit_total, c->cg->where.path, (long long)c->cg->budget,
+             (unsigned long long)c->limit_hits);
 }
 
 /* Rate-limited, per client: errors of the kernel's, not the client's. */
@@ -235,14 +239,19 @@ static void bind_node(struct client *c, uint32_t idx, uint32_t node)
         client_error(c, "mbind", errno);
 }
 
-static void prefault(struct client *c, uint32_t n, uint32_t idx)
+/* False if it cannot start now (the SuperSlab stays free). */
+static bool prefault(struct client *c, uint32_t n, uint32_t idx)
 {
     c->ss[idx].node = (uint8_t)n;
-    ss_set_state(c, idx, SS_PREFAULTING);
-    c->node[n].prefaulting++;
     bind_node(c, idx, n);
     struct req *r = req_new(REQ_PREFAULT, c, idx);
-    loop_fallocate(r, c->memfd, 0, ss_offset_of(c, idx), HAK_SHM_SS_SIZE);
+    if (!charge_fallocate(c, r, ss_offset_of(c, idx), HAK_SHM_SS_SIZE)) {
+        req_done(r);
+        return false;
+    }
+    ss_set_state(c, idx, SS_PREFAULTING);
+    c->node[n].prefaulting++;
+    return true;
 }
 
 void pool_prefault_done(struct req *r, int res)
@@ -276,10 +285,18 @@ static bool top_up(struct client *c, uint32_t n, uint64_t now)
                 return false;
             continue;
         }
+        if (!charge_room(c, now)) {
+            c->cgroup_hits++;
+            limit_hit(c, now);
+            break;
+        }
         idx = ss_free_pop(c);
         if (idx == SS_NIL)
             break; /* every SuperSlab of its file is out */
-        prefault(c, n, idx);
+        if (!prefault(c, n, idx)) {
+            ss_free_push(c, idx);
+            break;
+        }
     }
     return true;
 }
@@ -311,6 +328,7 @@ static void client_tick(struct client *c, uint64_t now)
 
 void pool_tick(uint64_t now)
 {
+    charge_tick(now);
     struct client *c, *next;
     for (c = TAILQ_FIRST(&pd.clients); c; c = next) {
         next = TAILQ_NEXT(c, entry); /* c may be dropped (unlinked) */

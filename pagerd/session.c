@@ -229,6 +229,7 @@ static void session_end(struct client *c)
         pd.charged -= client_charge(c);
         pd.nsessions--;
     }
+    charge_session_end(c);
     TAILQ_REMOVE(&pd.clients, c, entry);
     TAILQ_INSERT_TAIL(&pd.zombies, c, entry);
     pd.nconns--;
@@ -413,6 +414,10 @@ static void hello(struct client *c)
         file_discard(c);
         return refuse(c, HAK_REFUSE_RESOURCE, "the daemon could not create the file");
     }
+    if (!charge_session_start(c)) {
+        file_discard(c);
+        return refuse(c, HAK_REFUSE_RESOURCE, "the daemon is out of memory");
+    }
     c->session = ++pd.next_session;
     if (!send_welcome(c)) {
         log_warn("welcome to pid=%d", c->pid);
@@ -420,8 +425,9 @@ static void hello(struct client *c)
     }
     c->state = CL_SESSION;
     pd.nsessions++;
-    log_info("connect pid=%d uid=%u capacity=%u%s session=%llu", c->pid, c->uid, cap,
-             cap < h.capacity ? " (clamped)" : "", (unsigned long long)c->session);
+    log_info("connect pid=%d uid=%u capacity=%u%s session=%llu cgroup=%s charge=%s", c->pid, c->uid, cap,
+             cap < h.capacity ? " (clamped)" : "", (unsigned long long)c->session, c->cg->where.path,
+             charge_mode_name(c->cg->mode));
 }
 
 /* One datagram (res bytes) in c->rbuf, or the end of the connection. */
