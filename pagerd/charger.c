@@ -41,9 +41,13 @@ const char *charge_mode_name(enum charge_mode m)
     return mode_names[m];
 }
 
+/* Our own executable, opened while the path to it was ours to read: a
+ * daemon that changed user may not be able to reach it by its path. */
+static int exe_fd = -1;
+
 void charge_init(void)
 {
-    TAILQ_INIT(&pd.memcgs);
+    exe_fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
     pd.own_cg_known = cg_locate(getpid(), &pd.own_cg);
     if (pd.own_cg_known)
         log_info("memory cgroup %s (v%d)", pd.own_cg.path, pd.own_cg.version);
@@ -69,9 +73,10 @@ static bool charger_start(struct memcg *cg)
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&at, &none); /* ours blocks SIGTERM for the signalfd */
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
-    char *argv[] = {"hakmem-pagerd", "--charger", NULL}, *envp[] = {NULL};
+    char *argv[] = {"hakmem-pagerd", "--charger", NULL}, *envp[] = {NULL}, exe[32];
+    snprintf(exe, sizeof exe, "/proc/self/fd/%d", exe_fd);
     pid_t pid;
-    int e = posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, envp);
+    int e = exe_fd < 0 ? ENOENT : posix_spawn(&pid, exe, &fa, &at, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(sv[1]);

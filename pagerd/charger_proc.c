@@ -7,27 +7,15 @@
  * closes its end or dies. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "pagerd.h"
 
 #define CHARGER_FD 3
-
-/* Whatever capabilities we were started with go: none is needed. */
-static void drop_capabilities(void)
-{
-    struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-    struct __user_cap_data_struct d[2];
-    memset(d, 0, sizeof d);
-    syscall(SYS_capset, &h, d);
-    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-}
 
 /* One request: its size checked, exactly one descriptor with it. */
 static int receive(struct charge_request *m, int *fd)
@@ -59,7 +47,7 @@ static int receive(struct charge_request *m, int *fd)
 int charger_main(void)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    drop_capabilities();
+    privs_drop_all(); /* whatever we were started with: none is needed */
     for (;;) {
         struct charge_request m;
         int fd = -1, got = receive(&m, &fd);

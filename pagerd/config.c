@@ -15,32 +15,45 @@
 static const char *const level_names[] = {"warn", "info", "debug", NULL};
 static const char *const charge_names[] = {"auto", "daemon", NULL};
 
-/* A key is a number in [min, max], or one of names (stored as its index). */
+/* A key is a number in [min, max], one of names (stored as its index), or
+ * a name of fewer than PAGERD_NAME_MAX bytes (text: its default). */
 static const struct key {
     const char *name; /* in the file */
     const char *flag; /* on the command line, without the dashes */
     size_t off;       /* in struct settings */
     uint32_t def, min, max;
     const char *const *names;
+    const char *text;
 } keys[] = {
-    {"tick_ms", "tick-ms", offsetof(struct settings, tick_ms), 5, 1, 60000, NULL},
-    {"limit_client", "limit-client", offsetof(struct settings, limit_client), 4096, 0, UINT32_MAX, NULL},
-    {"limit_total", "limit-total", offsetof(struct settings, limit_total), 16384, 0, UINT32_MAX, NULL},
-    {"max_capacity", "max-capacity", offsetof(struct settings, max_capacity), 65536, 1, HAK_SHM_MAX_CAPACITY, NULL},
-    {"reclaim_delay_ms", "reclaim-delay-ms", offsetof(struct settings, reclaim_delay_ms), 2000, 0, 86400000, NULL},
-    {"min_watermark", "min-watermark", offsetof(struct settings, min_watermark), 2, 0, HAK_SHM_FILL_SLOTS, NULL},
+    {"tick_ms", "tick-ms", offsetof(struct settings, tick_ms), 5, 1, 60000, NULL, NULL},
+    {"limit_client", "limit-client", offsetof(struct settings, limit_client), 4096, 0, UINT32_MAX, NULL, NULL},
+    {"limit_total", "limit-total", offsetof(struct settings, limit_total), 16384, 0, UINT32_MAX, NULL, NULL},
+    {"max_capacity", "max-capacity", offsetof(struct settings, max_capacity), 65536, 1, HAK_SHM_MAX_CAPACITY, NULL,
+     NULL},
+    {"reclaim_delay_ms", "reclaim-delay-ms", offsetof(struct settings, reclaim_delay_ms), 2000, 0, 86400000, NULL,
+     NULL},
+    {"min_watermark", "min-watermark", offsetof(struct settings, min_watermark), 2, 0, HAK_SHM_FILL_SLOTS, NULL,
+     NULL},
     {"max_watermark", "max-watermark", offsetof(struct settings, max_watermark), HAK_SHM_FILL_SLOTS, 1,
-     HAK_SHM_FILL_SLOTS, NULL},
-    {"fake_nodes", "fake-nodes", offsetof(struct settings, fake_nodes), 0, 0, HAK_SHM_MAX_NODES, NULL},
-    {"log_level", "log-level", offsetof(struct settings, log_level), LOG_LEVEL_INFO, 0, 0, level_names},
-    {"charge", "charge", offsetof(struct settings, charge), CHARGE_SET_AUTO, 0, 0, charge_names},
-    {"cgroup_reserve_mb", "cgroup-reserve-mb", offsetof(struct settings, cgroup_reserve_mb), 16, 0, 1u << 20, NULL},
+     HAK_SHM_FILL_SLOTS, NULL, NULL},
+    {"fake_nodes", "fake-nodes", offsetof(struct settings, fake_nodes), 0, 0, HAK_SHM_MAX_NODES, NULL, NULL},
+    {"log_level", "log-level", offsetof(struct settings, log_level), LOG_LEVEL_INFO, 0, 0, level_names, NULL},
+    {"limit_uid", "limit-uid", offsetof(struct settings, limit_uid), 8192, 0, UINT32_MAX, NULL, NULL},
+    {"sessions_uid", "sessions-uid", offsetof(struct settings, sessions_uid), 256, 0, PAGERD_MAX_SESSIONS, NULL,
+     NULL},
+    {"connections_uid", "connections-uid", offsetof(struct settings, connections_uid), 512, 1, PAGERD_MAX_CONNS,
+     NULL, NULL},
+    {"status_per_sec", "status-per-sec", offsetof(struct settings, status_per_sec), 20, 1, 100000, NULL, NULL},
+    {"charge", "charge", offsetof(struct settings, charge), CHARGE_SET_AUTO, 0, 0, charge_names, NULL},
+    {"cgroup_reserve_mb", "cgroup-reserve-mb", offsetof(struct settings, cgroup_reserve_mb), 16, 0, 1u << 20, NULL,
+     NULL},
+    {"user", "user", offsetof(struct settings, user), 0, 0, 0, NULL, "nobody"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
-static uint32_t *field(struct settings *s, const struct key *k)
+static void *field(struct settings *s, const struct key *k)
 {
-    return (uint32_t *)((char *)s + k->off);
+    return (char *)s + k->off;
 }
 
 static uint32_t value_of(const struct settings *s, const struct key *k)
@@ -48,15 +61,39 @@ static uint32_t value_of(const struct settings *s, const struct key *k)
     return *(const uint32_t *)((const char *)s + k->off);
 }
 
-void config_defaults(struct settings *s)
+static void copy_value(struct settings *to, const struct settings *from, const struct key *k)
 {
-    for (size_t i = 0; i < NKEYS; i++)
-        *field(s, &keys[i]) = keys[i].def;
+    memcpy(field(to, k), (const char *)from + k->off, k->text ? PAGERD_NAME_MAX : sizeof(uint32_t));
 }
 
-/* A whole decimal number in the key's range, or one of its names. */
-static bool parse_value(const struct key *k, const char *v, uint32_t *out)
+void config_defaults(struct settings *s)
 {
+    memset(s, 0, sizeof *s);
+    for (size_t i = 0; i < NKEYS; i++)
+        if (keys[i].text)
+            snprintf(field(s, &keys[i]), PAGERD_NAME_MAX, "%s", keys[i].text);
+        else
+            *(uint32_t *)field(s, &keys[i]) = keys[i].def;
+}
+
+/* A user name as useradd allows them: letters, digits, '_', '-', '.'. */
+static bool parse_name(const char *v, char *out)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n >= PAGERD_NAME_MAX || v[0] == '-' || strspn(v, "abcdefghijklmnopqrstuvwxyz"
+                                                                  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != n)
+        return false;
+    memcpy(out, v, n + 1);
+    return true;
+}
+
+/* A whole decimal number in the key's range, one of its names, or a name;
+ * into the key's field of s. */
+static bool parse_value(const struct key *k, const char *v, struct settings *s)
+{
+    uint32_t *out = field(s, k);
+    if (k->text)
+        return parse_name(v, field(s, k));
     if (k->names) {
         for (uint32_t l = 0; k->names[l]; l++)
             if (strcmp(v, k->names[l]) == 0) {
@@ -78,6 +115,10 @@ static bool parse_value(const struct key *k, const char *v, uint32_t *out)
 
 static void range_text(const struct key *k, char *buf, size_t len)
 {
+    if (k->text) {
+        snprintf(buf, len, "a user name");
+        return;
+    }
     if (!k->names) {
         snprintf(buf, len, "%u..%u", k->min, k->max);
         return;
@@ -127,7 +168,7 @@ static bool parse_line(char *line, struct settings *s, char *err, size_t errlen)
         snprintf(err, errlen, "unknown key '%.64s'", name);
         return false;
     }
-    if (!parse_value(k, value, field(s, k))) {
+    if (!parse_value(k, value, s)) {
         char range[32];
         range_text(k, range, sizeof range);
         snprintf(err, errlen, "bad value '%.64s' for %s (%s)", value, k->name, range);
@@ -173,7 +214,7 @@ bool config_load(const struct config *cfg, struct settings *out, char *err, size
         return false;
     for (size_t i = 0; i < NKEYS; i++)
         if (cfg->flag_set & (1u << i))
-            *field(&s, &keys[i]) = value_of(&cfg->flags, &keys[i]);
+            copy_value(&s, &cfg->flags, &keys[i]);
     if (s.min_watermark > s.max_watermark) {
         snprintf(err, errlen, "%s: min_watermark %u is above max_watermark %u", cfg->path, s.min_watermark,
                  s.max_watermark);
@@ -188,8 +229,11 @@ void config_log(const struct settings *s)
     char line[512];
     size_t at = 0;
     for (size_t i = 0; i < NKEYS && at < sizeof line; i++) {
-        uint32_t v = value_of(s, &keys[i]);
-        if (keys[i].names)
+        uint32_t v = keys[i].text ? 0 : value_of(s, &keys[i]);
+        if (keys[i].text)
+            at += (size_t)snprintf(line + at, sizeof line - at, " %s=%s", keys[i].name,
+                                   (const char *)s + keys[i].off);
+        else if (keys[i].names)
             at += (size_t)snprintf(line + at, sizeof line - at, " %s=%s", keys[i].name, keys[i].names[v]);
         else
             at += (size_t)snprintf(line + at, sizeof line - at, " %s=%u", keys[i].name, v);
@@ -203,7 +247,7 @@ static void usage(FILE *f)
     for (size_t i = 0; i < NKEYS; i++) {
         char range[64];
         range_text(&keys[i], range, sizeof range);
-        fprintf(f, " [--%s %s]", keys[i].flag, keys[i].names ? range : "N");
+        fprintf(f, " [--%s %s]", keys[i].flag, keys[i].names ? range : keys[i].text ? "USER" : "N");
     }
     fprintf(f, "\n");
 }
@@ -254,7 +298,7 @@ int config_flags(struct config *cfg, int argc, char **argv)
                 return -1;
             }
             const struct key *k = &keys[ch - OPT_KEY];
-            if (!parse_value(k, optarg, field(&cfg->flags, k))) {
+            if (!parse_value(k, optarg, &cfg->flags)) {
                 char range[32];
                 range_text(k, range, sizeof range);
                 fprintf(stderr, "hakmem-pagerd: --%s: bad value '%s' (%s)\n", k->flag, optarg, range);
@@ -289,6 +333,10 @@ void config_reload(void)
     if (s.fake_nodes != pd.set.fake_nodes) {
         log_warnx("reload: fake_nodes changes need a restart; keeping %u", pd.set.fake_nodes);
         s.fake_nodes = pd.set.fake_nodes;
+    }
+    if (strcmp(s.user, pd.set.user) != 0) {
+        log_warnx("reload: user changes need a restart; keeping %s", pd.set.user);
+        memcpy(s.user, pd.set.user, sizeof s.user);
     }
     pd.set = s;
     log_setlevel(s.log_level);

@@ -19,7 +19,7 @@ static void usage(FILE *f)
             "  --socket PATH  the daemon's socket (default: $HAKMEM_PAGERD_SOCKET, else %s)\n"
             "  --json         one JSON object instead of tables\n"
             "\n"
-            "exit status: 0 ok, 1 daemon unreachable or silent, 2 usage, 3 invalid reply\n",
+            "exit status: 0 ok, 1 daemon unreachable or silent, 2 usage, 3 invalid reply, 4 refused (rate limit)\n",
             HAK_SHM_DEFAULT_SOCKET);
 }
 

@@ -7,8 +7,7 @@
  *
  * Trust: the reply comes from whatever listens on the socket. It is taken
  * only if its size is exactly what its own counts say (hak_msg_check), its
- * one string is cut to its field, and every string printed as JSON is
- * escaped. */
+ * strings are cut to their fields, and every string printed is escaped. */
 #ifndef HAKCTL_H
 #define HAKCTL_H
 
@@ -26,6 +25,7 @@ enum hakctl_exit {
     HAKCTL_UNREACHABLE = 1, /* no daemon at the socket, or no reply in time */
     HAKCTL_USAGE = 2,       /* bad command line */
     HAKCTL_BAD_REPLY = 3,   /* something answered, but not with a valid status */
+    HAKCTL_REFUSED = 4,     /* the daemon refused the request (status rate limit) */
 };
 
 /* One STATUS reply, unpacked. Filled by hakctl_query.c only. */
@@ -33,7 +33,8 @@ struct snapshot {
     const char *socket;           /* where it was asked */
     struct hak_status_daemon d;   /* d.version is NUL-terminated */
     struct hak_status_node nodes[HAK_SHM_MAX_NODES];             /* [d.nnodes] */
-    struct hak_status_client clients[HAK_STATUS_MAX_CLIENTS];   /* [d.nclients] */
+    struct hak_status_client clients[HAK_STATUS_MAX_CLIENTS];   /* [d.nclients], cgroup NUL-terminated */
+    struct hak_status_user users[HAK_STATUS_MAX_USERS];         /* [d.nusers] */
 };
 
 /* hakctl_query.c */

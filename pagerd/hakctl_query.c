@@ -85,6 +85,31 @@ static void unpack(const unsigned char *buf, struct snapshot *snap)
     memcpy(snap->nodes, buf + off, snap->d.nnodes * sizeof snap->nodes[0]);
     off += snap->d.nnodes * sizeof snap->nodes[0];
     memcpy(snap->clients, buf + off, snap->d.nclients * sizeof snap->clients[0]);
+    off += snap->d.nclients * sizeof snap->clients[0];
+    for (uint32_t i = 0; i < snap->d.nclients; i++)
+        snap->clients[i].cgroup[sizeof snap->clients[i].cgroup - 1] = 0;
+    memcpy(snap->users, buf + off, snap->d.nusers * sizeof snap->users[0]);
+}
+
+/* Why a reply that is not a status was sent: a refusal (the rate limit),
+ * another protocol version, or nothing valid. */
+static enum hakctl_exit explain(const unsigned char *buf, size_t n, char *err, size_t errlen)
+{
+    unsigned type, version;
+    if (!hak_msg_peek(buf, n, &type, &version)) {
+        snprintf(err, errlen, "the reply (%zu bytes) is not a valid status", n);
+    } else if (version != HAK_SHM_VERSION) {
+        snprintf(err, errlen, "the daemon speaks protocol version %u, hakctl %u", version, HAK_SHM_VERSION);
+    } else if (hak_msg_check(buf, n) == HAK_MSG_REFUSE) {
+        struct hak_msg_refuse r;
+        memcpy(&r, buf, sizeof r);
+        r.reason[sizeof r.reason - 1] = 0;
+        snprintf(err, errlen, "the daemon refused: %s", r.reason);
+        return HAKCTL_REFUSED;
+    } else {
+        snprintf(err, errlen, "the reply (%zu bytes, type %u) is not a valid status", n, type);
+    }
+    return HAKCTL_BAD_REPLY;
 }
 
 enum hakctl_exit query_status(const char *socket, struct snapshot *snap, char *err, size_t errlen)
@@ -98,16 +123,8 @@ enum hakctl_exit query_status(const char *socket, struct snapshot *snap, char *e
         return HAKCTL_UNREACHABLE;
     /* Sizes and counts agree (hak_msg_check); records are then read as
      * plain numbers, which nothing else relies on. */
-    if (hak_msg_check(reply, (size_t)n) != HAK_MSG_STATUS) {
-        snprintf(err, errlen, "the reply (%zd bytes) is not a valid status", n);
-        return HAKCTL_BAD_REPLY;
-    }
-    struct hak_msg_hdr h;
-    memcpy(&h, reply, sizeof h);
-    if (h.version != HAK_SHM_VERSION) {
-        snprintf(err, errlen, "the daemon speaks protocol version %u, hakctl %u", h.version, HAK_SHM_VERSION);
-        return HAKCTL_BAD_REPLY;
-    }
+    if (hak_msg_check(reply, (size_t)n) != HAK_MSG_STATUS)
+        return explain(reply, (size_t)n, err, errlen);
     snap->socket = socket;
     unpack(reply, snap);
     return HAKCTL_OK;

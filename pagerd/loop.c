@@ -204,16 +204,29 @@ static void dispatch(struct req *r, int res)
     }
 }
 
+static void signal_set(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+/* From the start: a SIGTERM that arrives while the daemon is still
+ * starting waits for the loop, which then stops cleanly. */
+void loop_block_signals(void)
+{
+    sigset_t set;
+    signal_set(&set);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        fatal("sigprocmask");
+}
+
 /* Signals arrive as reads of a signalfd, like any other completion. */
 static void signals_init(void)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-        fatal("sigprocmask");
+    signal_set(&set);
     pd.signal_fd = signalfd(-1, &set, SFD_CLOEXEC);
     if (pd.signal_fd < 0)
         fatal("signalfd");

@@ -20,6 +20,8 @@ struct pagerd pd = {
     .signal_fd = -1,
     .clients = TAILQ_HEAD_INITIALIZER(pd.clients),
     .zombies = TAILQ_HEAD_INITIALIZER(pd.zombies),
+    .users = TAILQ_HEAD_INITIALIZER(pd.users),
+    .memcgs = TAILQ_HEAD_INITIALIZER(pd.memcgs),
 };
 
 uint64_t now_ms(void)
@@ -126,6 +128,7 @@ int main(int argc, char **argv)
     int r = config_flags(&pd.cfg, argc, argv);
     if (r != 0)
         return r > 0 ? 0 : 2;
+    loop_block_signals();
     char err[512];
     if (!config_load(&pd.cfg, &pd.set, err, sizeof err)) {
         fprintf(stderr, "hakmem-pagerd: %s\n", err);
@@ -135,10 +138,11 @@ int main(int argc, char **argv)
     raise_fd_limit();
     pool_topology(pd.set.fake_nodes);
     pd.cfg.socket = session_listen(pd.cfg.socket);
+    charge_init();
+    privs_drop(pd.set.user);
     int ready_fd = pd.cfg.foreground ? -1 : detach();
     log_init(pd.cfg.foreground);
     pd.start_ms = now_ms();
-    charge_init();
     loop_init();
     started(ready_fd);
 

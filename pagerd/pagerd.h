@@ -38,9 +38,11 @@ enum log_level { LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
  * move one there, else we (auto); always we (daemon). */
 enum charge_setting { CHARGE_SET_AUTO, CHARGE_SET_DAEMON };
 
+#define PAGERD_NAME_MAX 33 /* a user name and its NUL */
+
 /* ---- settings ----
- * Defaults, then the config file, then flags (which win). Every field is a
- * uint32_t so that config.c can handle them through one table. */
+ * Defaults, then the config file, then flags (which win). Every field but
+ * the name is a uint32_t, so that config.c handles them through one table. */
 struct settings {
     uint32_t tick_ms;          /* period of the refill and reclaim pass */
     uint32_t limit_client;     /* SuperSlabs charged to one client */
@@ -51,8 +53,13 @@ struct settings {
     uint32_t max_watermark;    /* fill target per ring, upper bound */
     uint32_t fake_nodes;       /* 0: real topology; N: pretend N nodes */
     uint32_t log_level;        /* enum log_level */
+    uint32_t limit_uid;        /* SuperSlabs charged to all sessions of one uid */
+    uint32_t sessions_uid;     /* sessions of one uid */
+    uint32_t connections_uid;  /* connections of one uid (sessions or not) */
+    uint32_t status_per_sec;   /* status requests of one uid, and of one connection */
     uint32_t charge;           /* enum charge_setting */
     uint32_t cgroup_reserve_mb; /* room in a client's cgroup we never pre-fault into */
+    char user[PAGERD_NAME_MAX]; /* started as root: the user to run as ("root": stay) */
 };
 
 /* What the command line said; kept so a reload can apply it again. */
@@ -185,6 +192,26 @@ struct cnode {
     uint32_t shadow[HAK_SHM_FILL_SLOTS];
 };
 
+/* A token bucket (users.c). */
+struct rate {
+    double tokens;
+    uint64_t ms; /* when last filled */
+};
+
+/* One uid with connections. */
+struct user {
+    TAILQ_ENTRY(user) entry;
+    uid_t uid;
+    uint32_t conns;      /* connections open */
+    uint32_t sessions;   /* of which sessions */
+    uint32_t charged;    /* client_charge() summed over its sessions */
+    uint64_t limit_hits; /* refills refused at limit_uid */
+    uint64_t refused;    /* connections, sessions, status requests refused */
+    struct rate status;  /* its status requests */
+    uint64_t idle_ms;    /* when its last connection ended */
+};
+TAILQ_HEAD(userlist, user);
+
 enum client_state {
     CL_NEW,     /* connected, no session (status requesters stay here) */
     CL_SESSION, /* welcomed: owns a file */
@@ -200,6 +227,8 @@ struct client {
     unsigned refs;             /* requests in flight that name us */
     pid_t pid;                 /* SO_PEERCRED */
     uid_t uid;
+    struct user *user;            /* its uid's record */
+    struct rate status;           /* its status requests */
     struct memcg *cg;             /* SESSION: its memory cgroup */
     uint32_t ours;                /* its SuperSlabs with ss.ours set */
     uint64_t session;
@@ -253,6 +282,8 @@ struct pagerd {
     struct clientlist clients; /* NEW and SESSION clients */
     struct clientlist zombies; /* DEAD, waiting for their requests */
     struct memcglist memcgs;   /* the cgroups of sessions, and chargers finishing */
+    struct userlist users;     /* uids with a connection, or one until a second ago */
+    uint32_t nusers;
     struct cg_where own_cg;    /* ours; own_cg_known if it could be read */
     bool own_cg_known;
     uint32_t nconns;        /* clients in the list */
@@ -285,6 +316,7 @@ void config_log(const struct settings *s);
 void config_reload(void);
 
 /* loop.c */
+void loop_block_signals(void);
 void loop_init(void);
 void loop_run(void);
 void loop_fini(void);
@@ -344,6 +376,17 @@ void charge_replied(struct req *r, int res);
 void charge_ss_freed(struct client *c, uint32_t idx);
 const char *charge_mode_name(enum charge_mode m);
 int charger_main(void);
+
+/* privs.c */
+void privs_drop(const char *user);
+void privs_drop_all(void);
+
+/* users.c */
+struct user *user_connect(uid_t uid);
+void user_disconnect(struct user *u);
+void users_tick(uint64_t now);
+bool user_may_open_session(struct user *u);
+bool rate_take(struct rate *r, uint64_t now);
 
 /* status.c */
 void status_reply(struct client *c);

@@ -81,10 +81,13 @@ void ss_set_state(struct client *c, uint32_t idx, enum ss_state st)
     struct ss *s = &c->ss[idx];
     c->count[s->state]--;
     c->count[st]++;
-    if (charged_state(s->state) && !charged_state(st))
+    if (charged_state(s->state) && !charged_state(st)) {
         pd.charged--;
-    else if (!charged_state(s->state) && charged_state(st))
+        c->user->charged--;
+    } else if (!charged_state(s->state) && charged_state(st)) {
         pd.charged++;
+        c->user->charged++;
+    }
     s->state = (uint8_t)st;
     if (st == SS_FREE)
         charge_ss_freed(c, idx);
@@ -197,8 +200,12 @@ static bool fill_push(struct client *c, uint32_t n, uint32_t idx)
 
 /* ---- refill ---- */
 
-static bool within_limits(const struct client *c)
+static bool within_limits(struct client *c)
 {
+    if (c->user->charged >= pd.set.limit_uid) {
+        c->user->limit_hits++;
+        return false;
+    }
     return client_charge(c) < pd.set.limit_client && pd.charged < pd.set.limit_total;
 }
 
@@ -208,11 +215,11 @@ static void limit_hit(struct client *c, uint64_t now)
     if (now - c->limit_logged_ms < PAGERD_LOG_EVERY_MS)
         return;
     c->limit_logged_ms = now;
-    log_info("limit pid=%d session=%llu charge=%u limit_client=%u total=%llu limit_total=%u cgroup=%s "
-             "cgroup_room=%lld hits=%llu",
-             c->pid, (unsigned long long)c->session, client_charge(c), pd.set.limit_client,
-             (unsigned long long)pd.charged, pd.set.limit_total, c->cg->where.path, (long long)c->cg->budget,
-             (unsigned long long)c->limit_hits);
+    log_info("limit pid=%d uid=%u session=%llu charge=%u limit_client=%u uid_charge=%u limit_uid=%u total=%llu "
+             "limit_total=%u cgroup=%s cgroup_room=%lld hits=%llu",
+             c->pid, c->uid, (unsigned long long)c->session, client_charge(c), pd.set.limit_client, c->user->charged,
+             pd.set.limit_uid, (unsigned long long)pd.charged, pd.set.limit_total, c->cg->where.path,
+             (long long)c->cg->budget, (unsigned long long)c->limit_hits);
 }
 
 /* Rate-limited, per client: errors of the kernel's, not the client's. */
@@ -243,15 +250,16 @@ static void bind_node(struct client *c, uint32_t idx, uint32_t node)
 static bool prefault(struct client *c, uint32_t n, uint32_t idx)
 {
     c->ss[idx].node = (uint8_t)n;
-    bind_node(c, idx, n);
-    struct req *r = req_new(REQ_PREFAULT, c, idx);
-    if (!charge_fallocate(c, r, ss_offset_of(c, idx), HAK_SHM_SS_SIZE)) {
-        req_done(r);
-        return false;
-    }
     ss_set_state(c, idx, SS_PREFAULTING);
     c->node[n].prefaulting++;
-    return true;
+    bind_node(c, idx, n);
+    struct req *r = req_new(REQ_PREFAULT, c, idx);
+    if (charge_fallocate(c, r, ss_offset_of(c, idx), HAK_SHM_SS_SIZE))
+        return true;
+    req_done(r);
+    c->node[n].prefaulting--;
+    ss_set_state(c, idx, SS_FREE);
+    return false;
 }
 
 void pool_prefault_done(struct req *r, int res)
@@ -329,6 +337,7 @@ static void client_tick(struct client *c, uint64_t now)
 void pool_tick(uint64_t now)
 {
     charge_tick(now);
+    users_tick(now);
     struct client *c, *next;
     for (c = TAILQ_FIRST(&pd.clients); c; c = next) {
         next = TAILQ_NEXT(c, entry); /* c may be dropped (unlinked) */

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,10 +44,16 @@ static void make_parent_dir(const char *path)
     char copy[sizeof(((struct sockaddr_un *)0)->sun_path)];
     snprintf(copy, sizeof copy, "%s", path);
     const char *dir = dirname(copy);
-    if (mkdir(dir, 0755) == 0)
-        log_info("created %s", dir);
-    else if (errno != EEXIST)
-        log_warn("mkdir %s", dir);
+    if (mkdir(dir, 0755) < 0) {
+        if (errno != EEXIST)
+            log_warn("mkdir %s", dir);
+        return;
+    }
+    log_info("created %s", dir);
+    /* The user we will run as removes the socket at exit. */
+    struct passwd *pw = strcmp(pd.set.user, "root") ? getpwnam(pd.set.user) : NULL;
+    if (pw && chown(dir, pw->pw_uid, pw->pw_gid) < 0)
+        log_warn("chown %s to %s", dir, pd.set.user);
 }
 
 /* A socket file left by a daemon that died is removed; one that still
@@ -184,12 +191,25 @@ void session_accepted(int fd)
         close(fd);
         return;
     }
-    struct client *c = calloc(1, sizeof *c);
-    if (!c) {
-        log_warn("calloc");
+    struct user *u = user_connect(cred.uid);
+    if (!u) {
+        uint64_t now = now_ms();
+        if (now - conns_logged_ms >= PAGERD_LOG_EVERY_MS) {
+            conns_logged_ms = now;
+            log_warnx("uid %u: %u connections (connections_uid): refusing more", cred.uid,
+                      pd.set.connections_uid);
+        }
         close(fd);
         return;
     }
+    struct client *c = calloc(1, sizeof *c);
+    if (!c) {
+        log_warn("calloc");
+        user_disconnect(u);
+        close(fd);
+        return;
+    }
+    c->user = u;
     int sndbuf = SNDBUF_BYTES;
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     c->sock = fd;
@@ -227,9 +247,13 @@ static void session_end(struct client *c)
 {
     if (c->state == CL_SESSION) {
         pd.charged -= client_charge(c);
+        c->user->charged -= client_charge(c);
+        c->user->sessions--;
         pd.nsessions--;
     }
     charge_session_end(c);
+    user_disconnect(c->user);
+    c->user = NULL;
     TAILQ_REMOVE(&pd.clients, c, entry);
     TAILQ_INSERT_TAIL(&pd.zombies, c, entry);
     pd.nconns--;
@@ -398,15 +422,14 @@ static void hello(struct client *c)
 {
     struct hak_msg_hello h;
     memcpy(&h, c->rbuf.raw, sizeof h);
-    if (h.hdr.version != HAK_SHM_VERSION)
-        return refuse(c, HAK_REFUSE_VERSION, "protocol version %u not supported (want %u)", h.hdr.version,
-                      HAK_SHM_VERSION);
     if (h.capacity == 0 || h.capacity > HAK_SHM_MAX_CAPACITY)
         return refuse(c, HAK_REFUSE_BAD, "capacity %u out of range 1..%u", h.capacity, HAK_SHM_MAX_CAPACITY);
     if (h.flags || h.reserved)
         return refuse(c, HAK_REFUSE_BAD, "reserved hello fields not zero");
     if (pd.nsessions >= PAGERD_MAX_SESSIONS)
         return refuse(c, HAK_REFUSE_LIMIT, "%u sessions: no room for more", pd.nsessions);
+    if (!user_may_open_session(c->user))
+        return refuse(c, HAK_REFUSE_LIMIT, "uid %u has %u sessions (sessions_uid)", c->uid, c->user->sessions);
     uint32_t cap = h.capacity < pd.set.max_capacity ? h.capacity : pd.set.max_capacity;
     if (!hak_shm_layout_compute(pd.nnodes, cap, &c->layout))
         return refuse(c, HAK_REFUSE_BAD, "no layout for capacity %u", cap);
@@ -425,6 +448,7 @@ static void hello(struct client *c)
     }
     c->state = CL_SESSION;
     pd.nsessions++;
+    c->user->sessions++;
     log_info("connect pid=%d uid=%u capacity=%u%s session=%llu cgroup=%s charge=%s", c->pid, c->uid, cap,
              cap < h.capacity ? " (clamped)" : "", (unsigned long long)c->session, c->cg->where.path,
              charge_mode_name(c->cg->mode));
@@ -438,7 +462,11 @@ void session_received(struct client *c, int res)
     /* A zero-length datagram reads like a hang-up; both end the client. */
     if (res <= 0)
         return session_hangup(c, res == 0 ? "hang-up" : strerror(-res));
-    unsigned type = hak_msg_check(c->rbuf.raw, (size_t)res);
+    unsigned type = hak_msg_check(c->rbuf.raw, (size_t)res), peeked, version;
+    if (!type && c->state == CL_NEW && hak_msg_peek(c->rbuf.raw, (size_t)res, &peeked, &version) &&
+        version != HAK_SHM_VERSION && peeked == HAK_MSG_HELLO)
+        return refuse(c, HAK_REFUSE_VERSION, "protocol version %u not supported (want %u)", version,
+                      HAK_SHM_VERSION);
     switch (type) {
     case HAK_MSG_HELLO:
         if (c->state != CL_NEW)
@@ -449,9 +477,16 @@ void session_received(struct client *c, int res)
         if (c->state != CL_SESSION)
             return session_drop(c, "detach without a session");
         return session_hangup(c, "detach");
-    case HAK_MSG_STATUS_REQ:
+    case HAK_MSG_STATUS_REQ: {
+        uint64_t now = now_ms();
+        if (!rate_take(&c->status, now) || !rate_take(&c->user->status, now)) {
+            c->user->refused++;
+            return refuse(c, HAK_REFUSE_LIMIT, "status requests: at most %u a second per uid and per connection",
+                          pd.set.status_per_sec);
+        }
         status_reply(c);
         break;
+    }
     case 0:
         return session_drop(c, "bad message (%d bytes)", res);
     default:

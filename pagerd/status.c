@@ -1,6 +1,6 @@
 /* STATUS replies: the daemon, one record per node, one per client (up to
- * HAK_STATUS_MAX_CLIENTS, which the session cap guarantees), in one
- * datagram. Anyone who can connect may ask; nothing private is in it
+ * HAK_STATUS_MAX_CLIENTS, which the session cap guarantees), one per uid
+ * with a connection (up to HAK_STATUS_MAX_USERS), in one datagram. Anyone who can connect may ask; nothing private is in it
  * beyond pids and uids, which ps shows as well. */
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +25,37 @@ static void fill_daemon(struct hak_status_daemon *d, uint64_t now)
     d->ss_total = pd.charged;
     d->ss_limit_total = pd.set.limit_total;
     d->ss_limit_client = pd.set.limit_client;
+    d->ss_limit_uid = pd.set.limit_uid;
+    d->sessions_uid = pd.set.sessions_uid;
+    d->status_per_sec = pd.set.status_per_sec;
+    d->nusers = pd.nusers < HAK_STATUS_MAX_USERS ? pd.nusers : HAK_STATUS_MAX_USERS;
+}
+
+static const uint32_t charge_code[] = {
+    [CHARGE_OWN] = HAK_CHARGE_OWN,
+    [CHARGE_HELPER] = HAK_CHARGE_HELPER,
+    [CHARGE_DAEMON] = HAK_CHARGE_DAEMON,
+    [CHARGE_NCG] = HAK_CHARGE_UNKNOWN,
+};
+
+static void fill_cgroup(struct hak_status_client *r, const struct memcg *cg)
+{
+    r->charge = charge_code[cg->mode];
+    r->cg_limit = cg->read_ms ? cg->limit : 0;
+    r->cg_usage = cg->read_ms ? cg->usage : 0;
+    size_t n = strlen(cg->where.path), keep = sizeof r->cgroup - 1;
+    memcpy(r->cgroup, cg->where.path + (n > keep ? n - keep : 0), n > keep ? keep : n);
+}
+
+static void fill_user(struct hak_status_user *r, const struct user *u)
+{
+    memset(r, 0, sizeof *r);
+    r->uid = u->uid;
+    r->conns = u->conns;
+    r->sessions = u->sessions;
+    r->charged = u->charged;
+    r->limit_hits = u->limit_hits;
+    r->refused = u->refused;
 }
 
 static void fill_client(struct hak_status_client *r, const struct client *c, uint64_t now)
@@ -43,6 +74,9 @@ static void fill_client(struct hak_status_client *r, const struct client *c, uin
     r->returned = c->returned;
     r->limit_hits = c->limit_hits;
     r->connected_ms = now - c->connected_ms;
+    r->daemon_held = c->ours;
+    r->cgroup_hits = c->cgroup_hits;
+    fill_cgroup(r, c->cg);
 }
 
 /* The per-node sums over clients, from our records. */
@@ -105,6 +139,18 @@ void status_reply(struct client *req)
         nc++;
     }
     d.nclients = nc;
+    uint32_t nu = 0;
+    const struct user *u;
+    TAILQ_FOREACH(u, &pd.users, entry) {
+        if (nu == d.nusers)
+            break;
+        struct hak_status_user rec;
+        fill_user(&rec, u);
+        memcpy(out.raw + len, &rec, sizeof rec);
+        len += sizeof rec;
+        nu++;
+    }
+    d.nusers = nu;
     memset(&out.st, 0, sizeof out.st);
     hak_msg_init(&out.st.hdr, HAK_MSG_STATUS, (uint32_t)len);
     out.st.daemon = d;

@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #define HAK_SHM_MAGIC 0x4d4b4148u /* "HAKM" little-endian */
-#define HAK_SHM_VERSION 1u
+#define HAK_SHM_VERSION 2u
 
 #define HAK_SHM_SS_SHIFT 20
 #define HAK_SHM_SS_SIZE ((uint64_t)1 << HAK_SHM_SS_SHIFT)
@@ -104,7 +104,9 @@ struct hak_msg_refuse {
 
 /* ---- status (for hakctl) ----
  * HAK_MSG_STATUS: this header, then nnodes hak_status_node records, then
- * nclients hak_status_client records, in one datagram. */
+ * nclients hak_status_client records, then nusers hak_status_user
+ * records, in one datagram. A requester past the status rate limit gets
+ * HAK_MSG_REFUSE (HAK_REFUSE_LIMIT) instead. */
 struct hak_status_daemon {
     char version[16];        /* daemon version string, NUL-terminated */
     uint64_t uptime_ms;
@@ -115,6 +117,11 @@ struct hak_status_daemon {
     uint64_t ss_total;       /* SuperSlabs currently accounted to clients */
     uint64_t ss_limit_total; /* daemon-wide limit */
     uint64_t ss_limit_client;/* per-client limit */
+    uint64_t ss_limit_uid;   /* limit over the sessions of one uid */
+    uint32_t sessions_uid;   /* sessions one uid may have */
+    uint32_t nusers;         /* uids with a connection */
+    uint32_t status_per_sec; /* status requests one uid (and one connection) may make */
+    uint32_t reserved;       /* 0 */
 };
 
 struct hak_status_node {
@@ -140,6 +147,29 @@ struct hak_status_client {
     uint64_t returned;    /* SuperSlabs it gave back */
     uint64_t limit_hits;  /* times a refill was refused at a limit */
     uint64_t connected_ms;/* milliseconds since it connected */
+    uint32_t charge;      /* enum hak_charge: whose cgroup pays for its pages */
+    uint32_t daemon_held; /* of its SuperSlabs, those whose pages the daemon's cgroup pays for */
+    uint64_t cg_limit;    /* its memory cgroup's limit, bytes (UINT64_MAX: none) */
+    uint64_t cg_usage;    /* and usage, as last read (0 if never) */
+    uint64_t cgroup_hits; /* limit hits for want of room in its cgroup */
+    char cgroup[64];      /* the cgroup's path, its last 63 bytes; NUL-terminated */
+};
+
+/* Who pre-faults a client's pages (and so whose memory cgroup pays). */
+enum hak_charge {
+    HAK_CHARGE_OWN = 1,     /* the daemon; the client shares its cgroup */
+    HAK_CHARGE_HELPER = 2,  /* a charger process inside the client's cgroup */
+    HAK_CHARGE_DAEMON = 3,  /* the daemon, counted against the client cgroup's room */
+    HAK_CHARGE_UNKNOWN = 4, /* the daemon; the client's cgroup could not be read */
+};
+
+struct hak_status_user {
+    uint32_t uid;
+    uint32_t conns;       /* connections open */
+    uint32_t sessions;
+    uint32_t charged;     /* SuperSlabs accounted to its sessions */
+    uint64_t limit_hits;  /* refills refused at the per-uid limit */
+    uint64_t refused;     /* connections, sessions and status requests refused */
 };
 
 struct hak_msg_status {
@@ -150,9 +180,11 @@ struct hak_msg_status {
 };
 
 #define HAK_STATUS_MAX_CLIENTS 1024u
-#define HAK_STATUS_MAX_BYTES                                                       \
+#define HAK_STATUS_MAX_USERS 256u
+#define HAK_STATUS_MAX_BYTES                                                                  \
     (sizeof(struct hak_msg_status) + HAK_SHM_MAX_NODES * sizeof(struct hak_status_node) + \
-     HAK_STATUS_MAX_CLIENTS * sizeof(struct hak_status_client))
+     HAK_STATUS_MAX_CLIENTS * sizeof(struct hak_status_client) +                           \
+     HAK_STATUS_MAX_USERS * sizeof(struct hak_status_user))
 
 /* ---- the control area (offset 0 of the file) ---- */
 
@@ -220,9 +252,13 @@ uint64_t hak_shm_return_ring_offset(uint32_t nnodes);
 
 /* ---- shm/msg.c ---- */
 void hak_msg_init(struct hak_msg_hdr *h, enum hak_msg_type type, uint32_t len);
-/* Check a received datagram of n bytes: header sane, type known, and n
- * exactly the size of that type. Returns the type, or 0 if invalid. */
+/* Check a received datagram of n bytes: header sane, our version, type
+ * known, and n exactly the size of that type. Returns the type, or 0 if
+ * invalid. */
 unsigned hak_msg_check(const void *buf, size_t n);
+/* The type and version of a datagram whose header is sane (magic, length)
+ * whatever its version, to answer one of another version; false if not. */
+bool hak_msg_peek(const void *buf, size_t n, unsigned *type, unsigned *version);
 
 /* ---- shm/ring.c ---- */
 /* Daemon side: SuperSlabs waiting in the ring. Returns false if the client

@@ -30,29 +30,40 @@ static size_t fixed_size(unsigned type)
     }
 }
 
-unsigned hak_msg_check(const void *buf, size_t n)
+bool hak_msg_peek(const void *buf, size_t n, unsigned *type, unsigned *version)
 {
     struct hak_msg_hdr h;
     if (n < sizeof h)
-        return 0;
+        return false;
     memcpy(&h, buf, sizeof h);
     if (h.magic != HAK_SHM_MAGIC || h.len != n || h.flags != 0)
+        return false;
+    *type = h.type;
+    *version = h.version;
+    return true;
+}
+
+/* A status reply's size from its own counts, or 0 if they are out of
+ * range or it is shorter than its header. */
+static uint64_t status_size(const void *buf, size_t n)
+{
+    struct hak_msg_status st;
+    if (n < sizeof st)
         return 0;
-    if (h.type == HAK_MSG_STATUS) {
-        struct hak_msg_status st;
-        if (n < sizeof st)
-            return 0;
-        memcpy(&st, buf, sizeof st);
-        uint64_t want = sizeof st + (uint64_t)st.daemon.nnodes * sizeof(struct hak_status_node) +
-                        (uint64_t)st.daemon.nclients * sizeof(struct hak_status_client);
-        if (st.daemon.nnodes > HAK_SHM_MAX_NODES || st.daemon.nclients > HAK_STATUS_MAX_CLIENTS || want != n)
-            return 0;
-        return HAK_MSG_STATUS;
-    }
-    /* A version mismatch is reported by the receiver of a hello, which
-     * needs the type to answer; other types must match exactly. */
-    if (h.version != HAK_SHM_VERSION && h.type != HAK_MSG_HELLO)
+    memcpy(&st, buf, sizeof st);
+    const struct hak_status_daemon *d = &st.daemon;
+    if (d->nnodes > HAK_SHM_MAX_NODES || d->nclients > HAK_STATUS_MAX_CLIENTS || d->nusers > HAK_STATUS_MAX_USERS)
         return 0;
-    size_t want = fixed_size(h.type);
-    return want && want == n ? h.type : 0;
+    return sizeof st + (uint64_t)d->nnodes * sizeof(struct hak_status_node) +
+           (uint64_t)d->nclients * sizeof(struct hak_status_client) +
+           (uint64_t)d->nusers * sizeof(struct hak_status_user);
+}
+
+unsigned hak_msg_check(const void *buf, size_t n)
+{
+    unsigned type, version;
+    if (!hak_msg_peek(buf, n, &type, &version) || version != HAK_SHM_VERSION)
+        return 0;
+    uint64_t want = type == HAK_MSG_STATUS ? status_size(buf, n) : fixed_size(type);
+    return want && want == n ? type : 0;
 }

@@ -80,15 +80,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[256];
     memset(&snap, 0, sizeof snap);
     enum hakctl_exit r = query_status(path, &snap, err, sizeof err);
-    FZ_ASSERT(r == HAKCTL_OK || r == HAKCTL_BAD_REPLY || (r == HAKCTL_UNREACHABLE && size == 0));
+    FZ_ASSERT(r == HAKCTL_OK || r == HAKCTL_BAD_REPLY || (r == HAKCTL_REFUSED && hak_msg_check(data, size) ==
+                                                                                  HAK_MSG_REFUSE) ||
+              (r == HAKCTL_UNREACHABLE && size == 0));
     FZ_ASSERT(memchr(err, 0, sizeof err) != NULL || r == HAKCTL_OK);
     if (r != HAKCTL_OK)
         return 0;
     FZ_ASSERT(hak_msg_check(data, size) == HAK_MSG_STATUS);
-    FZ_ASSERT(snap.d.nnodes <= HAK_SHM_MAX_NODES && snap.d.nclients <= HAK_STATUS_MAX_CLIENTS);
+    FZ_ASSERT(snap.d.nnodes <= HAK_SHM_MAX_NODES && snap.d.nclients <= HAK_STATUS_MAX_CLIENTS &&
+              snap.d.nusers <= HAK_STATUS_MAX_USERS);
     FZ_ASSERT(memchr(snap.d.version, 0, sizeof snap.d.version) != NULL);
+    for (uint32_t i = 0; i < snap.d.nclients; i++)
+        FZ_ASSERT(memchr(snap.clients[i].cgroup, 0, sizeof snap.clients[i].cgroup) != NULL);
     FZ_ASSERT(size == sizeof(struct hak_msg_status) + snap.d.nnodes * sizeof(struct hak_status_node) +
-                          snap.d.nclients * sizeof(struct hak_status_client));
+                          snap.d.nclients * sizeof(struct hak_status_client) +
+                          snap.d.nusers * sizeof(struct hak_status_user));
     print_text(devnull, &snap);
     print_json(devnull, &snap);
     return 0;

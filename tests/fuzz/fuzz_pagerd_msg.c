@@ -7,7 +7,7 @@
  * completions of pre-faults and punches in between. pagerd_harness.c
  * checks every reply and the daemon's records after every step.
  *
- * Input: one settings byte (fz_reset), then steps: an op byte (op % 9), a
+ * Input: one settings byte (fz_reset), then steps: an op byte (op % 10), a
  * byte a (the connection a % 3 where the op has one), then arguments:
  *   0 datagram     length L, L bytes
  *   1 hello        capacity (u32)
@@ -17,7 +17,8 @@
  *   5 tick         of a ms
  *   6 completions  a: which fail (bit k: the k-th)
  *   7 client       node, pops, returns: a well-behaved client's use
- *   8 deaf         the client stops reading its replies */
+ *   8 deaf         the client stops reading its replies
+ *   9 cgroup room  a: MiB of room in the clients' cgroup (255: no limit) */
 #include "pagerd_harness.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -25,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fz_in in = {data, size};
     fz_reset(fz_u8(&in));
     while (in.n) {
-        uint8_t op = fz_u8(&in) % 9;
+        uint8_t op = fz_u8(&in) % 10;
         uint8_t a = fz_u8(&in);
         unsigned conn = a % FZ_CONNS;
         switch (op) {
@@ -63,6 +64,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         case 8:
             fz_stop_reading(conn);
+            break;
+        case 9:
+            fz_cgroup_room(a);
             break;
         }
     }

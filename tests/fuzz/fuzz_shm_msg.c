@@ -1,6 +1,7 @@
 /* Fuzz target: the contract's framing and layout (shm/msg.c, shm/layout.c)
  * directly. hak_msg_check must accept a datagram exactly when its header,
- * type and size agree (a status: its counts and size), whatever the bytes;
+ * version, type and size agree (a status: its counts and size), whatever
+ * the bytes, and hak_msg_peek must agree with it;
  * hak_shm_layout_compute must give, for any (nnodes, capacity) it
  * accepts, a layout whose parts do not overlap and fit the file, and
  * hak_shm_layout_equal must see any one changed field.
@@ -19,7 +20,9 @@ static void check_msg(const uint8_t *buf, size_t n)
     FZ_ASSERT(n >= sizeof h);
     memcpy(&h, buf, sizeof h);
     FZ_ASSERT(h.magic == HAK_SHM_MAGIC && h.len == n && h.flags == 0 && h.type == type);
-    FZ_ASSERT(h.version == HAK_SHM_VERSION || type == HAK_MSG_HELLO || type == HAK_MSG_STATUS);
+    FZ_ASSERT(h.version == HAK_SHM_VERSION);
+    unsigned peeked, version;
+    FZ_ASSERT(hak_msg_peek(buf, n, &peeked, &version) && peeked == type && version == HAK_SHM_VERSION);
     switch (type) {
     case HAK_MSG_HELLO:
         FZ_ASSERT(n == sizeof(struct hak_msg_hello));
@@ -38,9 +41,11 @@ static void check_msg(const uint8_t *buf, size_t n)
         struct hak_msg_status st;
         FZ_ASSERT(n >= sizeof st);
         memcpy(&st, buf, sizeof st);
-        FZ_ASSERT(st.daemon.nnodes <= HAK_SHM_MAX_NODES && st.daemon.nclients <= HAK_STATUS_MAX_CLIENTS);
+        FZ_ASSERT(st.daemon.nnodes <= HAK_SHM_MAX_NODES && st.daemon.nclients <= HAK_STATUS_MAX_CLIENTS &&
+                  st.daemon.nusers <= HAK_STATUS_MAX_USERS);
         FZ_ASSERT(n == sizeof st + st.daemon.nnodes * sizeof(struct hak_status_node) +
-                           st.daemon.nclients * sizeof(struct hak_status_client));
+                           st.daemon.nclients * sizeof(struct hak_status_client) +
+                           st.daemon.nusers * sizeof(struct hak_status_user));
         break;
     }
     default:

@@ -24,7 +24,46 @@ struct pagerd pd = {
     .signal_fd = -1,
     .clients = TAILQ_HEAD_INITIALIZER(pd.clients),
     .zombies = TAILQ_HEAD_INITIALIZER(pd.zombies),
+    .users = TAILQ_HEAD_INITIALIZER(pd.users),
+    .memcgs = TAILQ_HEAD_INITIALIZER(pd.memcgs),
 };
+
+/* ---- cgroup.c's part: every client is in one cgroup, whose room the
+ * input sets (fz_cgroup_room); no charger can be placed (charge.c then
+ * pre-faults as the daemon, within that room) ---- */
+
+static uint64_t cg_room = UINT64_MAX;
+
+void fz_cgroup_room(uint8_t mib)
+{
+    cg_room = mib == 255 ? UINT64_MAX : (uint64_t)mib << 20;
+    /* The next pre-fault reads it (the clock may not have moved). */
+    struct memcg *cg;
+    TAILQ_FOREACH(cg, &pd.memcgs, entry)
+        cg->read_ms = 0;
+}
+
+bool cg_locate(pid_t pid, struct cg_where *w)
+{
+    (void)pid;
+    memset(w, 0, sizeof *w);
+    w->version = 2;
+    snprintf(w->path, sizeof w->path, "/fuzz");
+    snprintf(w->top, sizeof w->top, "/sys/fs/cgroup");
+    snprintf(w->dir, sizeof w->dir, "/sys/fs/cgroup/fuzz");
+    return true;
+}
+
+bool cg_read_room(const char *dir, const char *top, int version, uint64_t *room, uint64_t *limit, uint64_t *usage)
+{
+    (void)dir;
+    (void)top;
+    (void)version;
+    *room = cg_room;
+    *limit = cg_room;
+    *usage = 0;
+    return true;
+}
 
 /* Moved by fz_tick only, so that a run does not depend on the machine. */
 static uint64_t clock_ms = 1000000;
@@ -56,6 +95,18 @@ struct req *req_new(enum req_kind kind, struct client *c, uint32_t ss)
     if (c)
         c->refs++;
     return r;
+}
+
+void req_done(struct req *r)
+{
+    session_unref(r->client);
+    free(r);
+}
+
+void loop_recv_charger(struct memcg *cg)
+{
+    (void)cg;
+    fz_fail("a charger was started", __FILE__, __LINE__);
 }
 
 void loop_recv(struct client *c)
@@ -142,9 +193,48 @@ static uint32_t check_client(const struct client *c)
     FZ_ASSERT(reqs_of(c, REQ_PREFAULT) == prefaulting && reqs_of(c, REQ_PUNCH) == count[SS_PUNCHING]);
     FZ_ASSERT(c->watermark >= pd.set.min_watermark && c->watermark <= pd.set.max_watermark);
     FZ_ASSERT(c->last_node < l->nnodes);
-    uint32_t charge = client_charge(c);
+    uint32_t charge = client_charge(c), ours = 0;
     FZ_ASSERT(charge <= pd.set.limit_client);
+    for (uint32_t i = 0; i < cap; i++) {
+        FZ_ASSERT(!c->ss[i].ours || c->ss[i].state != SS_FREE);
+        ours += c->ss[i].ours;
+    }
+    FZ_ASSERT(ours == c->ours && c->cg && c->cg->mode == CHARGE_DAEMON && c->user && c->user->uid == c->uid);
     return charge;
+}
+
+/* The uids' and the cgroup's books against the sessions'. */
+static void check_books(void)
+{
+    const struct user *u;
+    uint32_t users = 0;
+    TAILQ_FOREACH(u, &pd.users, entry) {
+        uint32_t conns = 0, sessions = 0, charged = 0;
+        const struct client *c;
+        TAILQ_FOREACH(c, &pd.clients, entry) {
+            if (c->user != u)
+                continue;
+            conns++;
+            if (c->state == CL_SESSION) {
+                sessions++;
+                charged += client_charge(c);
+            }
+        }
+        FZ_ASSERT(u->conns == conns && u->sessions == sessions && u->charged == charged);
+        users++;
+    }
+    FZ_ASSERT(users == pd.nusers);
+    const struct memcg *cg;
+    TAILQ_FOREACH(cg, &pd.memcgs, entry) {
+        uint32_t ours = 0, sessions = 0;
+        const struct client *c;
+        TAILQ_FOREACH(c, &pd.clients, entry)
+            if (c->state == CL_SESSION && c->cg == cg) {
+                ours += c->ours;
+                sessions++;
+            }
+        FZ_ASSERT(cg->daemon_ss == ours && cg->sessions == sessions && cg->inflight == 0);
+    }
 }
 
 void fz_check(void)
@@ -173,6 +263,7 @@ void fz_check(void)
     }
     FZ_ASSERT(nconns == pd.nconns && nsessions == pd.nsessions && charged == pd.charged);
     FZ_ASSERT(pd.charged <= pd.set.limit_total);
+    check_books();
 }
 
 /* ---- the client's end ---- */
@@ -214,8 +305,9 @@ static void check_status(size_t n)
     const struct hak_status_daemon *d = &reply.status.daemon;
     FZ_ASSERT(d->nnodes == pd.nnodes && d->nclients == pd.nsessions && d->ss_total == pd.charged);
     FZ_ASSERT(memchr(d->version, 0, sizeof d->version) != NULL);
+    FZ_ASSERT(d->nusers == pd.nusers);
     FZ_ASSERT(n == sizeof reply.status + d->nnodes * sizeof(struct hak_status_node) +
-                       d->nclients * sizeof(struct hak_status_client));
+                       d->nclients * sizeof(struct hak_status_client) + d->nusers * sizeof(struct hak_status_user));
     uint64_t ready = 0, ring = 0;
     for (uint32_t i = 0; i < d->nnodes; i++) {
         struct hak_status_node node;
@@ -260,7 +352,8 @@ static void reap(struct fz_conn *k)
             take_file(k, fds[0]);
             break;
         case HAK_MSG_REFUSE:
-            FZ_ASSERT(k->sent == HAK_MSG_HELLO && k->memfd < 0);
+            /* A hello refused, or a status request over the rate limit. */
+            FZ_ASSERT((k->sent == HAK_MSG_HELLO && k->memfd < 0) || k->sent == HAK_MSG_STATUS_REQ);
             FZ_ASSERT(memchr(reply.refuse.reason, 0, sizeof reply.refuse.reason) != NULL);
             break;
         case HAK_MSG_STATUS:
@@ -339,6 +432,8 @@ void fz_reset(uint8_t config)
     pd.set.min_watermark = config & 0x80 ? 2 : 1;
     pd.set.max_watermark = config & 0x80 ? 8 : 4;
     pd.set.reclaim_delay_ms = 20;
+    pd.set.cgroup_reserve_mb = 4;
+    cg_room = UINT64_MAX;
     pd.set.log_level = LOG_LEVEL_WARN;
     log_setlevel(pd.set.log_level);
     pool_topology(pd.set.fake_nodes);
@@ -490,6 +585,13 @@ static void check_returns(const struct snap *s)
             FZ_ASSERT(c->ss[idx].state == SS_CLIENT);
 }
 
+/* Pages the daemon allocated for the cgroup (all of ours: one cgroup). */
+static uint32_t daemon_ss(void)
+{
+    const struct memcg *cg = TAILQ_FIRST(&pd.memcgs);
+    return cg ? cg->daemon_ss : 0;
+}
+
 void fz_tick(uint32_t ms)
 {
     clock_ms += ms;
@@ -498,7 +600,12 @@ void fz_tick(uint32_t ms)
     TAILQ_FOREACH(c, &pd.clients, entry)
         if (c->state == CL_SESSION)
             take_snap(&snaps[n++], c);
+    uint32_t before = daemon_ss();
     pool_tick(clock_ms);
+    /* New pages only while the cgroup had room for them, reserve kept. */
+    uint64_t after = daemon_ss();
+    if (after > before && cg_room != UINT64_MAX)
+        FZ_ASSERT(after * HAK_SHM_SS_SIZE + ((uint64_t)pd.set.cgroup_reserve_mb << 20) <= cg_room);
     /* A client dropped meanwhile is still allocated: its receive holds it. */
     for (unsigned i = 0; i < n; i++)
         check_returns(&snaps[i]);
@@ -519,8 +626,7 @@ void fz_complete(uint32_t fail)
             pool_prefault_done(r, res);
         else
             reclaim_punch_done(r, res);
-        session_unref(r->client);
-        free(r);
+        req_done(r);
     }
     settle();
 }
@@ -576,6 +682,10 @@ void fz_finish(void)
     settle();
     FZ_ASSERT(TAILQ_EMPTY(&pd.clients) && TAILQ_EMPTY(&pd.zombies));
     FZ_ASSERT(pd.nconns == 0 && pd.nsessions == 0 && pd.charged == 0);
+    /* The uids' records go a second after their last connection, the
+     * cgroups' two. */
+    fz_tick(2000);
+    FZ_ASSERT(pd.nusers == 0 && TAILQ_EMPTY(&pd.users) && TAILQ_EMPTY(&pd.memcgs));
     /* Every socket, memfd and mapping went with its client. */
     FZ_ASSERT(lowest_free_fd() == fd_mark);
 }

@@ -1,18 +1,22 @@
 /* The daemon without its io_uring loop, for the daemon's fuzz targets.
  *
- * session.c, pool.c, reclaim.c, status.c, config.c and log.c are linked as
- * they are. pagerd_harness.c stands in for the two files that are not:
- * loop.c (a receive, a pre-fault or a punch is queued here and completed
- * through the same handlers the loop dispatches to, with the result the
- * input picks) and main.c (the daemon's state, and a clock the input
- * moves). A client is a socketpair: the daemon gets one end through
+ * session.c, pool.c, reclaim.c, status.c, charger.c, users.c, config.c and
+ * log.c are linked as they are. pagerd_harness.c stands in for the files
+ * that are not: loop.c (a receive, a pre-fault or a punch is queued here
+ * and completed through the same handlers the loop dispatches to, with the
+ * result the input picks), main.c (the daemon's state, and a clock the
+ * input moves) and cgroup.c (one cgroup for every client, with the room
+ * the input sets; no charger can be placed in it, so the daemon
+ * pre-faults within that room). A client is a socketpair: the daemon gets one end through
  * session_accepted, as from accept; the harness holds the other, reads and
  * checks every reply there, and maps the memfd of a welcome as a client
  * does, so the input can write the control area as a client can.
  *
  * After every step fz_check() holds the daemon's records to their
  * invariants (every SuperSlab in exactly one state, counts, charge and
- * limits, free stack, warm deques, ring shadows, references); fz_tick()
+ * limits, free stack, warm deques, ring shadows, references, the uids' and
+ * the cgroup's books); fz_tick() checks that new pages fit the cgroup's
+ * room, and
  * also checks every SuperSlab the daemon took back against what the
  * client really held. */
 #ifndef PAGERD_HARNESS_H
@@ -51,6 +55,8 @@ void fz_deliver_hdr(unsigned i, enum hak_msg_type type);
 void fz_deliver_error(unsigned i, int err);
 /* The client stops reading: the daemon's replies to it fail from now on. */
 void fz_stop_reading(unsigned i);
+/* The room of the clients' cgroup from now on, in MiB (255: no limit). */
+void fz_cgroup_room(uint8_t mib);
 /* Time passes by ms, then the daemon's periodic pass runs. */
 void fz_tick(uint32_t ms);
 /* Every queued pre-fault and punch completes, in order; bit k of fail set:
