@@ -206,7 +206,6 @@ size_t hak_pagerd_resident(uint32_t (*span)[2], unsigned *nspan) HAK_HIDDEN;
 int hak_pagerd_handshake(int sock, uint32_t capacity, struct hak_msg_welcome *w) HAK_HIDDEN;
 bool hak_pagerd_layout_ok(const struct hak_msg_welcome *w, uint32_t asked, int memfd) HAK_HIDDEN;
 bool hak_pagerd_ctrl_ok(const struct hak_shm_ctrl *c, const struct hak_shm_layout *l, uint32_t *ncpus) HAK_HIDDEN;
-bool hak_pagerd_ss_index(const struct hak_shm_layout *l, uint64_t off, uint32_t *idx) HAK_HIDDEN;
 unsigned hak_pagerd_node_of(const struct hak_shm_ctrl *c, uint32_t ncpus, uint32_t nnodes, int cpu) HAK_HIDDEN;
 
 /* ---- slab.c: one slab: carving, local and remote free lists ---- */

@@ -78,12 +78,12 @@ static void warn_once(const char *what, const char *detail)
 
 static struct hak_shm_fill_ring *fill_ring(struct session *s, unsigned node)
 {
-    return (struct hak_shm_fill_ring *)((char *)s->ctrl + hak_shm_fill_ring_offset(node));
+    return hak_shm_fill_ring(s->ctrl, node);
 }
 
 static struct hak_shm_return_ring *return_ring(struct session *s)
 {
-    return (struct hak_shm_return_ring *)((char *)s->ctrl + hak_shm_return_ring_offset(s->layout.nnodes));
+    return hak_shm_return_ring(s->ctrl, &s->layout);
 }
 
 /* ---- connecting ---- */
@@ -169,16 +169,6 @@ bool hak_pagerd_ctrl_ok(const struct hak_shm_ctrl *c, const struct hak_shm_layou
     if (n < 1 || n > HAK_SHM_MAX_CPUS)
         return false;
     *ncpus = n;
-    return true;
-}
-
-/* A SuperSlab offset the daemon wrote: in the file's SuperSlab area and
- * 1 MiB aligned, or false. */
-bool hak_pagerd_ss_index(const struct hak_shm_layout *l, uint64_t off, uint32_t *idx)
-{
-    if (off < l->ss_offset || off >= l->file_size || ((off - l->ss_offset) & (HAK_SS_SIZE - 1)))
-        return false;
-    *idx = (uint32_t)((off - l->ss_offset) >> HAK_SS_SHIFT);
     return true;
 }
 
@@ -316,7 +306,7 @@ static void lose_session(struct session *s, const char *why)
         uint64_t off;
         uint32_t i;
         while (hak_fill_ring_pop(fill_ring(s, node), &off) == 1) {
-            if (!hak_pagerd_ss_index(l, off, &i))
+            if (hak_shm_ss_index(l, off, &i) != HAK_SHM_OFF_OK)
                 continue;
             uint64_t bit = 1ull << (i & 63);
             if (!(atomic_fetch_or(&s->held[i / 64], bit) & bit))
@@ -376,7 +366,7 @@ static unsigned current_node(struct session *s)
 static bool take(struct session *s, uint64_t off, uint32_t *idx)
 {
     uint32_t i;
-    if (!hak_pagerd_ss_index(&s->layout, off, &i))
+    if (hak_shm_ss_index(&s->layout, off, &i) != HAK_SHM_OFF_OK)
         return false;
     uint64_t bit = 1ull << (i & 63);
     if (atomic_fetch_or(&s->held[i / 64], bit) & bit)
@@ -442,7 +432,7 @@ bool hak_pagerd_release(uint32_t idx)
         uint64_t bit = 1ull << (i & 63);
         hak_cold(idx)->state = HAK_SS_CLEAN;
         atomic_fetch_and(&s->held[i / 64], ~bit);
-        pushed = hak_return_ring_push(return_ring(s), s->layout.ss_offset + ((uint64_t)i << HAK_SS_SHIFT));
+        pushed = hak_return_ring_push(return_ring(s), hak_shm_ss_offset(&s->layout, i));
         if (pushed) {
             atomic_fetch_add_explicit(&s->ctrl->c_returns, 1, HAK_RELAXED);
         } else {

@@ -344,7 +344,6 @@ bool pool_client_init(struct client *c);
 void pool_client_free(struct client *c);
 uint32_t client_charge(const struct client *c);
 void ss_set_state(struct client *c, uint32_t idx, enum ss_state st);
-uint64_t ss_offset_of(const struct client *c, uint32_t idx);
 void ss_free_push(struct client *c, uint32_t idx);
 void client_error(struct client *c, const char *what, int err);
 bool pool_account_pops(struct client *c, uint32_t n);

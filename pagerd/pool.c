@@ -93,11 +93,6 @@ void ss_set_state(struct client *c, uint32_t idx, enum ss_state st)
         charge_ss_freed(c, idx);
 }
 
-uint64_t ss_offset_of(const struct client *c, uint32_t idx)
-{
-    return c->layout.ss_offset + ((uint64_t)idx << HAK_SHM_SS_SHIFT);
-}
-
 void ss_free_push(struct client *c, uint32_t idx)
 {
     c->ss[idx].next = c->free_top;
@@ -143,18 +138,13 @@ void pool_client_free(struct client *c)
 
 /* ---- fill rings ---- */
 
-static struct hak_shm_fill_ring *fill_ring(struct client *c, uint32_t node)
-{
-    return (struct hak_shm_fill_ring *)((char *)c->ctrl + hak_shm_fill_ring_offset(node));
-}
-
 /* The client's head moved: the SuperSlabs between our last view and it are
  * now in its hands. Which ones, our shadow says; the ring's slots are not
  * read back. A head outside [our head, our tail] is a lie. */
 bool pool_account_pops(struct client *c, uint32_t n)
 {
     struct cnode *cn = &c->node[n];
-    struct hak_shm_fill_ring *r = fill_ring(c, n);
+    struct hak_shm_fill_ring *r = hak_shm_fill_ring(c->ctrl, n);
     uint32_t level;
     if (atomic_load_explicit(&r->tail.v, memory_order_relaxed) != cn->tail) {
         session_drop(c, "fill ring %u: tail overwritten", n);
@@ -186,9 +176,9 @@ bool pool_account_pops(struct client *c, uint32_t n)
 static bool fill_push(struct client *c, uint32_t n, uint32_t idx)
 {
     struct cnode *cn = &c->node[n];
-    struct hak_shm_fill_ring *r = fill_ring(c, n);
+    struct hak_shm_fill_ring *r = hak_shm_fill_ring(c->ctrl, n);
     uint32_t tail = atomic_load_explicit(&r->tail.v, memory_order_relaxed);
-    if (tail != cn->tail || cn->tail - cn->head >= HAK_SHM_FILL_SLOTS || !hak_fill_ring_push(r, ss_offset_of(c, idx))) {
+    if (tail != cn->tail || cn->tail - cn->head >= HAK_SHM_FILL_SLOTS || !hak_fill_ring_push(r, hak_shm_ss_offset(&c->layout, idx))) {
         session_drop(c, "fill ring %u: indices corrupt", n);
         return false;
     }
@@ -254,7 +244,7 @@ static bool prefault(struct client *c, uint32_t n, uint32_t idx)
     c->node[n].prefaulting++;
     bind_node(c, idx, n);
     struct req *r = req_new(REQ_PREFAULT, c, idx);
-    if (charge_fallocate(c, r, ss_offset_of(c, idx), HAK_SHM_SS_SIZE))
+    if (charge_fallocate(c, r, hak_shm_ss_offset(&c->layout, idx), HAK_SHM_SS_SIZE))
         return true;
     req_done(r);
     c->node[n].prefaulting--;

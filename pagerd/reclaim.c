@@ -13,11 +13,6 @@ static const char *const state_names[SS_NSTATES] = {
     [SS_DIRTY] = "already returned",    [SS_PUNCHING] = "already returned",
 };
 
-static struct hak_shm_return_ring *return_ring(struct client *c)
-{
-    return (struct hak_shm_return_ring *)((char *)c->ctrl + hak_shm_return_ring_offset(c->layout.nnodes));
-}
-
 /* ---- the deque of warm SuperSlabs, per node, oldest to newest ---- */
 
 static void dirty_push(struct client *c, uint32_t idx)
@@ -62,16 +57,13 @@ uint32_t reclaim_take_warm(struct client *c, uint32_t node)
 
 static bool take_back(struct client *c, uint64_t off, uint64_t now)
 {
-    const struct hak_shm_layout *l = &c->layout;
-    if (off < l->ss_offset || off >= l->file_size) {
-        session_drop(c, "returned offset %#llx out of range", (unsigned long long)off);
+    uint32_t idx;
+    enum hak_shm_off v = hak_shm_ss_index(&c->layout, off, &idx);
+    if (v != HAK_SHM_OFF_OK) {
+        session_drop(c, "returned offset %#llx %s", (unsigned long long)off,
+                     v == HAK_SHM_OFF_RANGE ? "out of range" : "misaligned");
         return false;
     }
-    if ((off - l->ss_offset) & (HAK_SHM_SS_SIZE - 1)) {
-        session_drop(c, "returned offset %#llx misaligned", (unsigned long long)off);
-        return false;
-    }
-    uint32_t idx = (uint32_t)((off - l->ss_offset) >> HAK_SHM_SS_SHIFT);
     /* Popped and returned since this tick looked at the fill rings: the
      * head that moved is visible now (the client advanced it before it
      * published the return), so account again before judging. */
@@ -94,7 +86,7 @@ static bool take_back(struct client *c, uint64_t off, uint64_t now)
  * it. */
 bool reclaim_drain(struct client *c, uint64_t now)
 {
-    struct hak_shm_return_ring *r = return_ring(c);
+    struct hak_shm_return_ring *r = hak_shm_return_ring(c->ctrl, &c->layout);
     for (uint32_t i = 0; i < HAK_SHM_RETURN_SLOTS; i++) {
         if (atomic_load_explicit(&r->head.v, memory_order_relaxed) != c->ret_head) {
             session_drop(c, "return ring: head overwritten");
@@ -123,7 +115,7 @@ void reclaim_punch(struct client *c, uint32_t idx)
 {
     ss_set_state(c, idx, SS_PUNCHING);
     struct req *r = req_new(REQ_PUNCH, c, idx);
-    loop_fallocate(r, c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ss_offset_of(c, idx), HAK_SHM_SS_SIZE);
+    loop_fallocate(r, c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, hak_shm_ss_offset(&c->layout, idx), HAK_SHM_SS_SIZE);
 }
 
 void reclaim_punch_old(struct client *c, uint64_t now)

@@ -249,6 +249,15 @@ bool hak_shm_layout_compute(uint32_t nnodes, uint32_t capacity, struct hak_shm_l
 bool hak_shm_layout_equal(const struct hak_shm_layout *a, const struct hak_shm_layout *b);
 uint64_t hak_shm_fill_ring_offset(uint32_t node);
 uint64_t hak_shm_return_ring_offset(uint32_t nnodes);
+/* The rings in a mapping of the control area at ctrl. */
+struct hak_shm_fill_ring *hak_shm_fill_ring(void *ctrl, uint32_t node);
+struct hak_shm_return_ring *hak_shm_return_ring(void *ctrl, const struct hak_shm_layout *l);
+/* SuperSlab idx's offset in the file, and back: an offset the other side
+ * wrote is a SuperSlab's only if it is in the SuperSlab area and 1 MiB
+ * aligned. */
+uint64_t hak_shm_ss_offset(const struct hak_shm_layout *l, uint32_t idx);
+enum hak_shm_off { HAK_SHM_OFF_OK = 0, HAK_SHM_OFF_RANGE, HAK_SHM_OFF_MISALIGNED };
+enum hak_shm_off hak_shm_ss_index(const struct hak_shm_layout *l, uint64_t off, uint32_t *idx);
 
 /* ---- shm/msg.c ---- */
 void hak_msg_init(struct hak_msg_hdr *h, enum hak_msg_type type, uint32_t len);

@@ -50,3 +50,28 @@ bool hak_shm_layout_equal(const struct hak_shm_layout *a, const struct hak_shm_l
            a->capacity == b->capacity && a->nnodes == b->nnodes && a->fill_slots == b->fill_slots &&
            a->return_slots == b->return_slots;
 }
+
+struct hak_shm_fill_ring *hak_shm_fill_ring(void *ctrl, uint32_t node)
+{
+    return (struct hak_shm_fill_ring *)((char *)ctrl + hak_shm_fill_ring_offset(node));
+}
+
+struct hak_shm_return_ring *hak_shm_return_ring(void *ctrl, const struct hak_shm_layout *l)
+{
+    return (struct hak_shm_return_ring *)((char *)ctrl + hak_shm_return_ring_offset(l->nnodes));
+}
+
+uint64_t hak_shm_ss_offset(const struct hak_shm_layout *l, uint32_t idx)
+{
+    return l->ss_offset + ((uint64_t)idx << HAK_SHM_SS_SHIFT);
+}
+
+enum hak_shm_off hak_shm_ss_index(const struct hak_shm_layout *l, uint64_t off, uint32_t *idx)
+{
+    if (off < l->ss_offset || off >= l->file_size)
+        return HAK_SHM_OFF_RANGE;
+    if ((off - l->ss_offset) & (HAK_SHM_SS_SIZE - 1))
+        return HAK_SHM_OFF_MISALIGNED;
+    *idx = (uint32_t)((off - l->ss_offset) >> HAK_SHM_SS_SHIFT);
+    return HAK_SHM_OFF_OK;
+}

@@ -117,7 +117,7 @@ static void use_session(const struct hak_shm_layout *l, int memfd)
             while ((rc = hak_fill_ring_pop(r, &off)) == 1) {
                 /* One thread pops: never more than the ring holds. */
                 FZ_ASSERT(++pops <= HAK_SHM_FILL_SLOTS);
-                if (hak_pagerd_ss_index(l, off, &idx))
+                if (hak_shm_ss_index(l, off, &idx) == HAK_SHM_OFF_OK)
                     FZ_ASSERT(idx < l->capacity && off == l->ss_offset + ((uint64_t)idx << HAK_SHM_SS_SHIFT));
             }
             FZ_ASSERT(rc == 0 || rc == -1);

@@ -3,8 +3,9 @@
  * version, type and size agree (a status: its counts and size), whatever
  * the bytes, and hak_msg_peek must agree with it;
  * hak_shm_layout_compute must give, for any (nnodes, capacity) it
- * accepts, a layout whose parts do not overlap and fit the file, and
- * hak_shm_layout_equal must see any one changed field.
+ * accepts, a layout whose parts do not overlap and fit the file;
+ * hak_shm_layout_equal must see any one changed field, and
+ * hak_shm_ss_index must take exactly the offsets of SuperSlabs.
  *
  * Input: nnodes (u32), capacity (u32), a field selector and a new value
  * (u64) for the layout; the rest is one datagram. */
@@ -74,6 +75,18 @@ static void check_layout(uint32_t nnodes, uint32_t capacity, uint8_t field, uint
     uint64_t at = hak_shm_return_ring_offset(nnodes);
     FZ_ASSERT(at >= end && at % 64 == 0 && at + sizeof(struct hak_shm_return_ring) <= l.ctrl_size);
 
+    /* Any offset the other side writes: a SuperSlab's, or said why not. */
+    uint32_t idx = UINT32_MAX;
+    switch (hak_shm_ss_index(&l, v, &idx)) {
+    case HAK_SHM_OFF_OK:
+        FZ_ASSERT(idx < capacity && hak_shm_ss_offset(&l, idx) == v);
+        break;
+    case HAK_SHM_OFF_RANGE:
+        FZ_ASSERT(v < l.ss_offset || v >= l.file_size);
+        break;
+    default:
+        FZ_ASSERT(v >= l.ss_offset && v < l.file_size && (v - l.ss_offset) % HAK_SHM_SS_SIZE != 0);
+    }
     FZ_ASSERT(hak_shm_layout_equal(&l, &l));
     m = l;
     switch (field % 7) {
