@@ -119,7 +119,10 @@ notify_pid=$!
 i=0
 until [ -S "$work/notify" ] || [ "$i" -ge 500 ]; do i=$((i + 1)); sleep 0.01; done
 exec_start=$(sed -n 's|^ExecStart=[^ ]*/hakmem-pagerd ||p' "$work/good/hakmem-pagerd.service")
+# With the unit's one capability, ambient as AmbientCapabilities= makes it.
+caps=$(sed -n 's/^AmbientCapabilities=CAP_//p' "$work/good/hakmem-pagerd.service" | tr 'A-Z' 'a-z')
 (umask 077 && NOTIFY_SOCKET=$work/notify exec setpriv --reuid=65534 --regid=65534 --clear-groups \
+    --inh-caps="+$caps" --ambient-caps="+$caps" \
     "$work/hakmem-pagerd" $exec_start --socket "$sock" --config /dev/null 2>"$work/pagerd.log") &
 daemon_pid=$!
 wait "$notify_pid"
@@ -131,10 +134,22 @@ else
     cat "$work/pagerd.log"
 fi
 
+# The client in a memory cgroup of its own, where the daemon, with no more
+# than the unit gives it, places a charger.
+memcg=
+if [ -f /sys/fs/cgroup/memory/cgroup.procs ]; then
+    memcg=/sys/fs/cgroup/memory/haksysd-$$
+elif grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    memcg=/sys/fs/cgroup/haksysd-$$
+fi
+[ -n "$memcg" ] && ! mkdir "$memcg" 2>/dev/null && memcg=
+enter="true"
+[ -n "$memcg" ] && enter="echo \$\$ > $memcg/cgroup.procs"
 mkfifo "$work/in"
 chmod 666 "$work/in"
-as 1000 env LD_PRELOAD="$work/libhakclient.so" HAKMEM_PAGERD=on HAKMEM_PAGERD_SOCKET="$sock" HAKMEM_STATS=1 \
-    "$work/holder" 100 <"$work/in" >"$work/out" 2>"$work/err" &
+sh -c "$enter && exec setpriv --reuid=1000 --regid=1000 --clear-groups env LD_PRELOAD=$work/libhakclient.so \
+    HAKMEM_PAGERD=on HAKMEM_PAGERD_SOCKET=$sock HAKMEM_STATS=1 $work/holder 100" \
+    <"$work/in" >"$work/out" 2>"$work/err" &
 holder_pid=$!
 exec 3>"$work/in"
 i=0
@@ -145,6 +160,15 @@ if as 1001 "$work/hakctl" --socket "$sock" --json status >"$work/status.json" &&
 else
     fail "another user's client and status"
     cat "$work/status.json" "$work/err" "$work/pagerd.log"
+fi
+if [ -z "$memcg" ]; then
+    echo "skip the charger: no memory cgroup hierarchy to make a cgroup in"
+elif python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))["clients"][0]; assert c["charge"] == "helper" and c["daemon_held"] == 0, c' "$work/status.json" &&
+     grep -q "charger pid=" "$work/pagerd.log"; then
+    pass "the client's pages are charged to its own cgroup: a charger placed there by the unprivileged daemon"
+else
+    fail "no charger in the client's cgroup"
+    cat "$work/status.json" "$work/pagerd.log"
 fi
 exec 3>&-
 wait "$holder_pid"
@@ -158,6 +182,13 @@ if [ "$rc" -eq 0 ] && [ ! -e "$sock" ]; then
 else
     fail "stop: exit $rc"
     cat "$work/pagerd.log"
+fi
+
+# The charger leaves its cgroup 2 s after the last client there.
+if [ -n "$memcg" ]; then
+    i=0
+    until rmdir "$memcg" 2>/dev/null || [ "$i" -ge 500 ]; do i=$((i + 1)); sleep 0.02; done
+    [ -d "$memcg" ] && fail "cgroup $memcg still has processes"
 fi
 
 echo "$checks checks, $failures failed"
