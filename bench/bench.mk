@@ -2,6 +2,7 @@
 #   make bench-bin    build the workload programs into $(BUILD)/bench/
 #   make bench        quick comparison against glibc, mimalloc, jemalloc, tcmalloc
 #   make bench-full   the same with longer runs and more repetitions
+#   make bench-flood  the daemon: a busy client's refill latency under a status flood (bench/daemon/)
 # Extra harness options: make bench BENCH_ARGS='--only larson_tiny --reps 5'
 
 BUILD        ?= build
@@ -14,7 +15,7 @@ BENCH_CFLAGS := -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow \
 BENCH_SRC    := $(wildcard bench/*.c)
 BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: bench bench-full bench-bin
+.PHONY: bench bench-full bench-bin bench-flood
 
 bench-bin: $(BENCH_BIN)
 
@@ -28,3 +29,12 @@ bench: deps
 
 bench-full: deps
 	$(PYTHON) bench/bench.py --full --build $(BUILD) $(BENCH_ARGS)
+
+# The daemon's own measurements: raw protocol clients, linked with shm/.
+$(BUILD)/bench-daemon/%: bench/daemon/%.c $(SHM_OBJ) shm/hakmem_shm.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) -Ishm -o $@ $< $(SHM_OBJ)
+
+bench-flood: deps
+	@$(MAKE) --no-print-directory pagerd $(BUILD)/bench-daemon/status_flood
+	$(BUILD)/bench-daemon/status_flood $(BUILD)/hakmem-pagerd

@@ -246,6 +246,7 @@ void charge_session_end(struct client *c)
     if (!cg)
         return;
     cg->daemon_ss -= c->ours;
+    cg->ahead -= c->count[SS_PREFAULTING] + c->count[SS_RING];
     c->ours = 0;
     c->cg = NULL;
     if (--cg->sessions == 0)
@@ -272,25 +273,32 @@ void charge_tick(uint64_t now)
 
 /* ---- pre-faulting ---- */
 
-/* Room for one more SuperSlab in the client's cgroup? Read at most once a
- * millisecond; pre-faults since the reading are counted down from it. */
+/* Room for one more SuperSlab in the client's cgroup? Its room (limit -
+ * usage along its path) is read at most once a millisecond; from it go
+ * what we granted since, what we hold for it uncharged, and the reserve
+ * for what it allocates itself. And what waits unused in its rings stays
+ * within a quarter of the room it would have without them: pre-faulted
+ * memory counts against the client, so the nearer its limit, the less we
+ * take ahead of its need. */
 bool charge_room(struct client *c, uint64_t now)
 {
     struct memcg *cg = c->cg;
     if (cg->mode == CHARGE_NCG)
         return true;
     if (cg->read_ms != now) {
-        uint64_t room;
         cg->read_ms = now;
-        if (!cg_read_room(cg->where.dir, cg->where.top, cg->where.version, &room, &cg->limit, &cg->usage))
-            room = 0; /* gone, or unreadable now: nothing more from us */
-        uint64_t ours = ((uint64_t)cg->daemon_ss + cg->inflight) * HAK_SHM_SS_SIZE;
-        uint64_t keep = (uint64_t)pd.set.cgroup_reserve_mb << 20;
-        cg->budget = room == UINT64_MAX ? INT64_MAX : room > ours + keep ? (int64_t)(room - ours - keep) : 0;
+        cg->granted = 0;
+        if (!cg_read_room(cg->where.dir, cg->where.top, cg->where.version, &cg->room, &cg->limit, &cg->usage))
+            cg->room = 0; /* gone, or unreadable now: nothing more from us */
     }
-    if (cg->budget < (int64_t)HAK_SHM_SS_SIZE)
+    if (cg->room == UINT64_MAX)
+        return true;
+    const uint64_t ss = HAK_SHM_SS_SIZE;
+    uint64_t taken = cg->granted + ((uint64_t)cg->daemon_ss + cg->inflight) * ss + ((uint64_t)pd.set.cgroup_reserve_mb << 20);
+    uint64_t left = cg->room > taken ? cg->room - taken : 0;
+    if (left < ss || (uint64_t)(cg->ahead + 1) * ss * 4 > left + (uint64_t)cg->ahead * ss)
         return false;
-    cg->budget -= (int64_t)HAK_SHM_SS_SIZE;
+    cg->granted += ss;
     return true;
 }
 

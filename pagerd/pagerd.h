@@ -147,9 +147,11 @@ struct memcg {
     unsigned sessions;     /* sessions in it; freed at 0, charger gone */
     uint32_t daemon_ss;    /* its sessions' SuperSlabs with pages we allocated */
     uint32_t inflight;     /* pre-faults sent to its charger, unanswered */
+    uint32_t ahead;        /* its sessions' SuperSlabs pre-faulting or in fill rings */
     uint64_t limit, usage; /* bytes, its own, as last read */
-    int64_t budget;        /* bytes we may still pre-fault for it until the next read */
-    uint64_t read_ms;      /* when limit, usage and budget were read; 0: never */
+    uint64_t room;         /* bytes, smallest limit - usage along its path, as last read */
+    uint64_t granted;      /* bytes of pre-faults allowed since that reading */
+    uint64_t read_ms;      /* when limit, usage and room were read; 0: never */
     uint64_t idle_ms;      /* when its last session ended */
     bool warned;           /* its charger failure was logged */
     struct charger ch;

@@ -69,6 +69,12 @@ static bool charged_state(enum ss_state st)
     return st == SS_PREFAULTING || st == SS_RING || st == SS_CLIENT;
 }
 
+/* Pre-faulted (or being so) and not yet taken: ahead of the client's need. */
+static bool ahead_state(enum ss_state st)
+{
+    return st == SS_PREFAULTING || st == SS_RING;
+}
+
 uint32_t client_charge(const struct client *c)
 {
     return c->count[SS_PREFAULTING] + c->count[SS_RING] + c->count[SS_CLIENT];
@@ -88,6 +94,8 @@ void ss_set_state(struct client *c, uint32_t idx, enum ss_state st)
         pd.charged++;
         c->user->charged++;
     }
+    if (ahead_state(s->state) != ahead_state(st))
+        c->cg->ahead += ahead_state(st) ? 1 : -1;
     s->state = (uint8_t)st;
     if (st == SS_FREE)
         charge_ss_freed(c, idx);
@@ -206,10 +214,10 @@ static void limit_hit(struct client *c, uint64_t now)
         return;
     c->limit_logged_ms = now;
     log_info("limit pid=%d uid=%u session=%llu charge=%u limit_client=%u uid_charge=%u limit_uid=%u total=%llu "
-             "limit_total=%u cgroup=%s cgroup_room=%lld hits=%llu",
+             "limit_total=%u cgroup=%s cgroup_room_mib=%lld hits=%llu",
              c->pid, c->uid, (unsigned long long)c->session, client_charge(c), pd.set.limit_client, c->user->charged,
              pd.set.limit_uid, (unsigned long long)pd.charged, pd.set.limit_total, c->cg->where.path,
-             (long long)c->cg->budget, (unsigned long long)c->limit_hits);
+             c->cg->room == UINT64_MAX ? -1ll : (long long)(c->cg->room >> 20), (unsigned long long)c->limit_hits);
 }
 
 /* Rate-limited, per client: errors of the kernel's, not the client's. */

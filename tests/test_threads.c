@@ -81,7 +81,10 @@ static void test_hundred_thousand_threads_leave_memory_flat(void **state)
            CHURN_THREADS, own_early, CHURN_THREADS, own_end, rss_early, rss_end, (unsigned long long)ss_early,
            (unsigned long long)ss_max);
     assert_int_equal(bad, 0);
-    assert_true(own_end <= 2 * own_early);
+    /* hakmem's own memory is a few MiB here, and a SuperSlab more or less
+     * moves it by a fair part: flat means no growth with the threads, less
+     * than 4 MiB over 99,000 of them (42 bytes each). */
+    assert_true(own_end - own_early < 4096);
     assert_rss_true(rss_end <= 2 * rss_early);
     assert_true(ss_max <= ss_early + 8);
 }

@@ -233,7 +233,11 @@ static void check_books(void)
                 ours += c->ours;
                 sessions++;
             }
-        FZ_ASSERT(cg->daemon_ss == ours && cg->sessions == sessions && cg->inflight == 0);
+        uint32_t ahead = 0;
+        TAILQ_FOREACH(c, &pd.clients, entry)
+            if (c->state == CL_SESSION && c->cg == cg)
+                ahead += c->count[SS_PREFAULTING] + c->count[SS_RING];
+        FZ_ASSERT(cg->daemon_ss == ours && cg->sessions == sessions && cg->inflight == 0 && cg->ahead == ahead);
     }
 }
 
