@@ -35,8 +35,8 @@ CPUS = os.cpu_count() or 1
 # the number of CPUs), {P} = T/2 producer/consumer pairs (at least 1), {S}
 # seconds per timed run, {churn_threads} and {gib} as below.
 MODES = {
-    "quick": {"reps": 3, "S": 0.8, "churn_threads": 10000, "gib": 0.5, "timeout": 60},
-    "full": {"reps": 5, "S": 3.0, "churn_threads": 20000, "gib": 1.0, "timeout": 300},
+    "quick": {"reps": 3, "S": 0.8, "churn_threads": 10000, "gib": 0.5, "idle_mib": 256, "timeout": 60},
+    "full": {"reps": 5, "S": 3.0, "churn_threads": 20000, "gib": 1.0, "idle_mib": 512, "timeout": 300},
 }
 
 # Each workload: name, program, arguments, the result key it is judged by
@@ -63,6 +63,10 @@ WORKLOADS = [
      "metric": "threads_per_sec", "unit": "kthr/s", "scale": 1e-3},
     {"name": "growth", "prog": "growth", "args": "--gib {gib} --min 64 --max 16384",
      "metric": "grow_ms", "higher_better": False, "unit": "ms", "scale": 1.0},
+    # Memory, not speed: its own tables and chart, left out of the geomeans.
+    {"name": "idle", "prog": "idle",
+     "args": "--threads 2 --mib {idle_mib} --min 16 --max 65536 --idle-ms 2500 --sample-ms 100 --calls 2000",
+     "metric": "idle_kb", "higher_better": False, "unit": "MiB", "scale": 1 / 1024, "memory": True},
 ]
 for _w in WORKLOADS:
     _w.setdefault("metric", "ops_per_sec")
@@ -71,6 +75,14 @@ for _w in WORKLOADS:
     _w.setdefault("scale", 1e-6)
 
 GROWTH_KEYS = ["grow_ms", "p50_ns", "p99_ns", "p999_ns", "max_ns", "minflt", "free_ms", "rss_after_free_kb"]
+IDLE_KEYS = ["peak_kb", "exited_kb", "idle_kb", "calls_kb"]
+IDLE_COLS = [("peak", "peak_kb"), ("threads exited", "exited_kb"), ("after 2.5 s idle, no call", "idle_kb"),
+             ("after 2,000 calls", "calls_kb")]
+
+
+def speed(workloads):
+    """The workloads judged by speed (throughput, or time to grow)."""
+    return [w for w in workloads if not w.get("memory")]
 
 
 def say(*args):
@@ -320,6 +332,13 @@ def summarize(runs, workloads, allocs):
                 if w["prog"] == "growth":
                     s["growth"] = {k: statistics.median(float(r["fields"][k]) for r in ok)
                                    for k in GROWTH_KEYS if all(k in r["fields"] for r in ok)}
+                if w["prog"] == "idle":
+                    s["idle"] = {k: statistics.median(float(r["fields"][k]) for r in ok)
+                                 for k in IDLE_KEYS if all(k in r["fields"] for r in ok)}
+                    # The series of the run whose result is the median one.
+                    mid = sorted(ok, key=lambda r: float(r["fields"][w["metric"]]))[len(ok) // 2]
+                    s["series"] = [tuple(float(x) for x in pt.split(":"))
+                                   for pt in mid["fields"].get("series", "").split(",") if ":" in pt]
             summ[(w["name"], a["name"])] = s
         peers = [summ[(w["name"], a["name"])] for a in allocs if a["peer"]]
         peers = [p for p in peers if "median" in p]
@@ -355,9 +374,29 @@ def best_peer_name(w, allocs, summ):
     return (max if w["higher_better"] else min)(peers)[1]
 
 
-def print_tables(workloads, allocs, summ, mode, reps):
+def print_idle(allocs, summ, w, cw):
+    say("")
+    say(f"{w['name']}: {w['argv_text']} (RSS, MiB, medians)")
+    head = f"{'allocator':<{cw}}" + "".join(f"{c[0]:>{len(c[0]) + 3}}" for c in IDLE_COLS)
+    say(head)
+    say("-" * len(head))
+    for a in allocs:
+        g = summ[(w["name"], a["name"])].get("idle", {})
+        row = f"{a['name']:<{cw}}"
+        for title, key in IDLE_COLS:
+            v = g.get(key)
+            row += f"{('-' if v is None else f'{v / 1024:.1f}'):>{len(title) + 3}}"
+        say(row)
+
+
+def print_tables(all_workloads, allocs, summ, mode, reps):
+    workloads = speed(all_workloads)
     ours = [a for a in allocs if not a["peer"]]
     cw = max(13, max(len(a["name"]) for a in allocs) + 1)
+    if not workloads:
+        for w in all_workloads:
+            print_idle(allocs, summ, w, cw)
+        return
     rw = max([16] + [len(a["name"]) + 9 for a in ours])
     nw = max(16, max(len(w["name"]) for w in workloads) + 1)
 
@@ -423,6 +462,9 @@ def print_tables(workloads, allocs, summ, mode, reps):
                 v = g.get(key)
                 row += f"{('-' if v is None else f'{v * scale:.0f}'):>{max(10, len(title) + 2)}}"
             say(row)
+    for w in all_workloads:
+        if w["prog"] == "idle":
+            print_idle(allocs, summ, w, cw)
 
 
 def write_summary_csv(path, workloads, allocs, summ):
@@ -439,14 +481,15 @@ def write_summary_csv(path, workloads, allocs, summ):
                              f"{s['rel']:.4f}" if s.get("rel") else "",
                              s.get("rss", ""), f"{s['rss_rel']:.4f}" if s.get("rss_rel") else ""])
         for a in allocs:
-            g = geomean([summ[(w["name"], a["name"])].get("rel") for w in workloads])
-            gr = geomean([summ[(w["name"], a["name"])].get("rss_rel") for w in workloads])
+            g = geomean([summ[(w["name"], a["name"])].get("rel") for w in speed(workloads)])
+            gr = geomean([summ[(w["name"], a["name"])].get("rss_rel") for w in speed(workloads)])
             wr.writerow(["geomean", a["name"], int(a["peer"]), "", "", "", "", "", "", "",
                          f"{g:.4f}" if g else "", "", f"{gr:.4f}" if gr else ""])
 
 
-def write_markdown(path, workloads, allocs, summ, meta):
+def write_markdown(path, all_workloads, allocs, summ, meta):
     """The summary tables as Markdown, for bench/RESULTS.md and the README."""
+    workloads = speed(all_workloads)
     ours = [a for a in allocs if not a["peer"]]
     lines = [f"Run {meta['date']} ({meta['mode']}: {meta['reps']} repetitions, {meta['seconds']} s per timed run, "
              f"{meta['threads']} threads on {meta['cpus']} CPUs, commit {meta['commit']}, "
@@ -493,11 +536,41 @@ def write_markdown(path, workloads, allocs, summ, meta):
             g = summ[(w["name"], a["name"])].get("growth", {})
             cells = ["-" if g.get(k) is None else f"{g[k] * sc:.0f}" for _, k, sc in cols]
             lines.append(f"| {a['name']} | " + " | ".join(cells) + " |")
+    for w in all_workloads:
+        if w["prog"] != "idle":
+            continue
+        lines += ["", f"{w['name']}: `{w['argv_text']}` (RSS, MiB, medians)", "",
+                  "| allocator | " + " | ".join(c[0] for c in IDLE_COLS) + " |", "|" + "---|" * (len(IDLE_COLS) + 1)]
+        for a in allocs:
+            g = summ[(w["name"], a["name"])].get("idle", {})
+            cells = ["-" if g.get(k) is None else f"{g[k] / 1024:.1f}" for _, k in IDLE_COLS]
+            lines.append(f"| {a['name']} | " + " | ".join(cells) + " |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
-def write_chart(plt, path, workloads, allocs, summ, title):
+def write_idle_chart(plt, path, w, allocs, summ, title):
+    """RSS over the idle time, per allocator (the median run)."""
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for a in allocs:
+        pts = summ[(w["name"], a["name"])].get("series") or []
+        if pts:
+            ax.plot([p[0] for p in pts], [max(p[1], 1) / 1024 for p in pts], marker=".", label=a["name"])
+    ax.set_xlabel("ms since the threads exited (no allocator call)")
+    ax.set_ylabel("RSS, MiB (log)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_chart(plt, path, all_workloads, allocs, summ, title):
+    workloads = speed(all_workloads)
+    if not workloads:
+        return
     names = [w["name"] for w in workloads]
     n = len(allocs)
     width = 0.8 / n
@@ -706,8 +779,14 @@ def main():
     files = ["runs.csv", "summary.csv", "summary.md", "meta.json"]
     if plt is not None:
         title = f"hakmem benchmarks, {mode} ({cfg['reps']} reps, {args.threads} threads), {stamp}"
-        write_chart(plt, os.path.join(out, "chart.png"), workloads, allocs, summ, title)
-        files.append("chart.png")
+        if speed(workloads):
+            write_chart(plt, os.path.join(out, "chart.png"), workloads, allocs, summ, title)
+            files.append("chart.png")
+        for w in workloads:
+            if w["prog"] == "idle":
+                write_idle_chart(plt, os.path.join(out, "idle.png"), w, allocs, summ,
+                                 f"{w['name']}: RSS once the threads exited, no allocator call ({stamp})")
+                files.append("idle.png")
     failed = sum(1 for r in runs if r["status"] != "ok")
     say("")
     other = sum(float(r["other_cpu_s"]) for r in runs if r["other_cpu_s"])

@@ -46,6 +46,7 @@ static void *refill_and_pop(unsigned cls)
     void *b = tcache_pop(&hak_tls.c[cls]);
     if (b)
         return b;
+    hak_decay_maybe();
     hak_lock(&h->lock);
     unsigned n = hak_heap_refill(h, cls);
     hak_unlock(&h->lock);

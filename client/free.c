@@ -48,6 +48,7 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
     hak_heap_cache_adapt(h, cls, true);
     hak_heap_flush(h, cls, tc->cap / 2);
     hak_unlock(&h->lock);
+    hak_decay_maybe();
 }
 
 /* A block in the arena that this thread does not own. */

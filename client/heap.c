@@ -1,9 +1,11 @@
 /* Per-thread heaps: the slow-path state behind each thread's TLS front.
  *
  * A thread gets a heap on its first slow path and gives it back at exit.
- * At exit the heap is parked: the thread's caches are copied into it and its
- * SuperSlabs stay owned, so the next thread to start takes everything over
- * in one copy (servers that run a thread per request do this all the time).
+ * At exit the heap is parked: its caches are flushed and its emptied
+ * SuperSlabs given back, the SuperSlabs with live blocks stay owned (and
+ * the caches' capacities are kept), so the next thread to start takes them
+ * over in one copy (servers that run a thread per request do this all the
+ * time).
  * A thread that leaves more than PARK_LIVE_MAX of live blocks behind, or
  * finds PARK_MAX heaps parked already, flushes its caches and abandons its
  * SuperSlabs instead, so memory that others free follows whoever needs it
@@ -310,13 +312,8 @@ void hak_heap_cache_adapt(struct hak_heap *h, unsigned cls, bool flush)
         h->cap_bytes += (uint64_t)(tc->cap - old) * k->size;
     }
     st->last_flush = flush;
-    if (++h->slow_events % BUDGET_EVERY == 0) {
+    if (++h->slow_events % BUDGET_EVERY == 0)
         budget_check(h);
-        if (hak_now_ns() >= h->next_purge_ns) {
-            hak_ss_purge_units(h, false);
-            hak_provision_trim(false); /* what the providers hold past the decay */
-        }
-    }
 }
 
 /* Fill the (empty) cache of cls with half its capacity. Heap locked. */
@@ -437,6 +434,14 @@ void hak_heap_thread_exit(struct hak_heap *h)
         hak_lock(&h->lock);
     }
     if (park) {
+        /* What is live stays for the next thread; what is not goes back
+         * now (cached blocks, emptied SuperSlabs), since no thread may come
+         * to take it over, or none before the daemon or the decay would
+         * want it. */
+        for (unsigned c = 1; c < HAK_NCLASS; c++)
+            hak_heap_flush(h, c, 0);
+        hak_heap_drain_notify(h);
+        hak_ss_release_empty(h);
         fold_tls_stats(h, t);
         memcpy(h->park.c, t->c, sizeof t->c);
         memset(t->c, 0, sizeof t->c);
@@ -452,6 +457,22 @@ void hak_heap_thread_exit(struct hak_heap *h)
     nparked -= park; /* the reservation; heap_free_locked counts it */
     heap_free_locked(h);
     hak_unlock(&pool_lock);
+}
+
+/* Return the pages of units idle past the decay in every heap whose lock
+ * is free now (a heap's owner does its own at its next slow path): the
+ * memory of parked heaps and of threads that stopped allocating. */
+size_t hak_heap_decay_all(void)
+{
+    size_t bytes = 0;
+    /* Heaps are never removed from the list: no pool lock (a slow path may
+     * call this, and fork's prepare takes that lock, then every heap's). */
+    for (struct hak_heap *h = hak_heap_first(); h; h = h->all_next)
+        if (hak_lock_try(&h->lock)) {
+            bytes += hak_ss_purge_units(h, false);
+            hak_unlock(&h->lock);
+        }
+    return bytes;
 }
 
 /* Empty every parked heap (malloc_trim): their SuperSlabs become

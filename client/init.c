@@ -34,6 +34,7 @@ static void fork_child(void)
     hak_provision_fork_child();
     hak_large_fork_child();
     hak_heap_fork_child(); /* last: it gives SuperSlabs back to the provider */
+    hak_decay_fork_child();
 }
 
 bool hak_init_slow(void)

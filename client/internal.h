@@ -150,22 +150,19 @@ uint32_t hak_now_ms(void) HAK_HIDDEN; /* wraps after 49 days: compare difference
 size_t hak_os_page_size(void) HAK_HIDDEN;
 size_t hak_os_resident(const void *p, size_t len) HAK_HIDDEN; /* bytes in memory (mincore) */
 
-/* ---- provider.c: where SuperSlabs come from (embedded or pagerd) ---- */
-struct hak_provider {
-    const char *name;
-    /* Hand out up to want SuperSlabs (owner set to HAK_OWNER_FREE); returns
-     * how many. Never blocks on another process. */
-    unsigned (*acquire)(uint32_t *out, unsigned want);
-    /* Take back an empty SuperSlab (no live slab, owner HAK_OWNER_FREE). */
-    void (*release)(uint32_t idx);
-    /* Return idle memory to the OS: that past the decay, or all if force.
-     * Returns the bytes released. */
-    size_t (*trim)(bool force);
-};
+/* ---- provider.c: where SuperSlabs come from and go back to ----
+ * Heaps call only these. The layer keeps emptied SuperSlabs warm for
+ * reuse, whichever backend supplied them, and after the decay gives each
+ * back to its backend. */
 struct hak_provision_stats {
-    uint64_t acquired[2];  /* SuperSlabs handed out, per HAK_PROV_* */
-    uint64_t released[2];  /* SuperSlabs taken back, per HAK_PROV_* */
-    uint64_t fallbacks;    /* acquisitions the daemon could not serve */
+    uint64_t acquired[2]; /* SuperSlabs handed out, per HAK_PROV_* */
+    uint64_t released[2]; /* SuperSlabs taken back, per HAK_PROV_* of origin */
+    uint64_t fallbacks;   /* acquisitions the daemon could not serve */
+    uint64_t warm;        /* SuperSlabs waiting warm now */
+    uint64_t purged;      /* given back to the OS by this process */
+    uint64_t returned;    /* given back to the daemon (return ring) */
+    uint64_t reclaimed;   /* taken back by the daemon while they waited */
+    uint64_t unit_bytes;  /* pages of free units in use SuperSlabs given back */
 };
 unsigned hak_provision_acquire(uint32_t *out, unsigned want) HAK_HIDDEN;
 void hak_provision_release(uint32_t idx) HAK_HIDDEN;
@@ -177,23 +174,46 @@ void hak_provision_fork_prepare(void) HAK_HIDDEN;
 void hak_provision_fork_parent(void) HAK_HIDDEN;
 void hak_provision_fork_child(void) HAK_HIDDEN;
 
+/* A backend: a supplier of fresh SuperSlabs, which takes them back after
+ * they waited warm. The provider layer calls these under its lock (but
+ * acquire), never two at once for one SuperSlab. */
+enum hak_retire {
+    HAK_RETIRED,        /* the backend has it back, pages and all */
+    HAK_RETIRE_TAKEN,   /* the backend had taken it back by itself */
+    HAK_RETIRE_REFUSED, /* the backend cannot take it: it stays in-process */
+};
+struct hak_backend {
+    const char *name;
+    /* Up to want fresh SuperSlabs (owner HAK_OWNER_FREE); *tried: the
+     * backend was there to ask. Never blocks on another process. */
+    unsigned (*acquire)(uint32_t *out, unsigned want, bool *tried);
+    /* An emptied SuperSlab starts waiting warm; it may go after decay_ms. */
+    void (*idle)(uint32_t idx, uint32_t decay_ms);
+    /* Take a waiting one back into use; false if the backend took it. */
+    bool (*reuse)(uint32_t idx);
+    /* Its wait is over (now: and its pages must go at once). */
+    enum hak_retire (*retire)(uint32_t idx, bool now);
+    /* Return the pages of n units of a SuperSlab (in use or not). */
+    void (*decommit)(uint32_t idx, unsigned unit, unsigned n);
+    /* malloc_trim: give back what the backend holds ready for us. */
+    void (*trim)(void);
+};
+
 /* ---- provider_embedded.c: SuperSlabs carved from the arena in-process ---- */
-extern const struct hak_provider hak_embedded_provider HAK_HIDDEN;
+extern const struct hak_backend hak_embedded_backend HAK_HIDDEN;
 struct hak_embedded_stats {
     uint32_t clean;     /* SuperSlabs held with no resident pages */
-    uint32_t dirty;     /* SuperSlabs held with resident pages, waiting for decay */
     uint64_t extends;   /* arena extensions (batches of fresh SuperSlabs) */
-    uint64_t purged;    /* SuperSlabs returned to the OS */
-    uint64_t returned;  /* the daemon's SuperSlabs given back to it after the decay */
 };
-unsigned hak_embedded_acquire_warm(uint32_t *out, unsigned want) HAK_HIDDEN;
+void hak_embedded_keep(uint32_t idx) HAK_HIDDEN; /* pages gone: onto the clean list */
 void hak_embedded_stats(struct hak_embedded_stats *out) HAK_HIDDEN;
-hak_lock_t *hak_embedded_lock(void) HAK_HIDDEN;
+void hak_embedded_fork_prepare(void) HAK_HIDDEN;
+void hak_embedded_fork_parent(void) HAK_HIDDEN;
+void hak_embedded_fork_child(void) HAK_HIDDEN;
 
 /* ---- provider_pagerd.c: SuperSlabs from hakmem-pagerd's shared file ---- */
-unsigned hak_pagerd_acquire(uint32_t *out, unsigned want, bool *tried) HAK_HIDDEN;
-bool hak_pagerd_release(uint32_t idx) HAK_HIDDEN;
-bool hak_pagerd_decommit(uint32_t idx, unsigned unit, unsigned n) HAK_HIDDEN;
+extern const struct hak_backend hak_pagerd_backend HAK_HIDDEN;
+bool hak_pagerd_live(void) HAK_HIDDEN; /* a session is being served now */
 void hak_pagerd_fork_prepare(void) HAK_HIDDEN;
 void hak_pagerd_fork_parent(void) HAK_HIDDEN;
 void hak_pagerd_fork_child(void) HAK_HIDDEN;
@@ -260,6 +280,12 @@ void hak_heap_pool_lock(void) HAK_HIDDEN;
 void hak_heap_pool_unlock(void) HAK_HIDDEN;
 void hak_heap_wait_inflight(struct hak_heap *h) HAK_HIDDEN;
 size_t hak_heap_resident(void) HAK_HIDDEN; /* the heaps' own memory */
+size_t hak_heap_decay_all(void) HAK_HIDDEN;  /* idle units of every heap not busy now */
+
+/* ---- decay.c: memory idle past the decay goes back, across the process ---- */
+void hak_decay_maybe(void) HAK_HIDDEN; /* slow path, no lock held */
+size_t hak_decay_all(void) HAK_HIDDEN;
+void hak_decay_fork_child(void) HAK_HIDDEN;
 
 /* ---- alloc.c / free.c: the entry points' slow paths ---- */
 void *hak_malloc_slow(size_t size) HAK_HIDDEN;
@@ -274,6 +300,7 @@ bool hak_large_free(void *p) HAK_HIDDEN;          /* false: not a large block */
 size_t hak_large_usable(const void *p) HAK_HIDDEN; /* 0: not a large block */
 void *hak_large_resize(void *p, size_t size) HAK_HIDDEN;
 size_t hak_large_trim(void) HAK_HIDDEN;
+size_t hak_large_decay(void) HAK_HIDDEN; /* cached mappings past the decay, if the lock is free */
 void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blocks) HAK_HIDDEN;
 size_t hak_large_resident(void) HAK_HIDDEN; /* live and cached mappings, the registry */
 void hak_large_fork_prepare(void) HAK_HIDDEN;
@@ -311,6 +338,7 @@ struct hak_options {
     uint64_t thread_cache_kb; /* HAKMEM_THREAD_CACHE_KB */
     uint64_t pagerd;         /* HAKMEM_PAGERD: HAK_PAGERD_* */
     uint64_t pagerd_capacity_mb; /* HAKMEM_PAGERD_CAPACITY_MB */
+    uint64_t background;     /* HAKMEM_BACKGROUND */
     char pagerd_socket[HAK_PATH_MAX]; /* HAKMEM_PAGERD_SOCKET */
 };
 extern struct hak_options hak_opt HAK_HIDDEN;

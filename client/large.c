@@ -279,6 +279,15 @@ size_t hak_large_usable(const void *p)
     return len;
 }
 
+size_t hak_large_decay(void)
+{
+    if (!hak_lock_try(&lg.lock))
+        return 0;
+    size_t bytes = cache_purge(false);
+    hak_unlock(&lg.lock);
+    return bytes;
+}
+
 size_t hak_large_trim(void)
 {
     hak_lock(&lg.lock);

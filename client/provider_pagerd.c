@@ -362,25 +362,39 @@ static unsigned current_node(struct session *s)
     return hak_pagerd_node_of(s->ctrl, s->ncpus, s->layout.nnodes, sched_getcpu());
 }
 
-/* Validate a popped offset and take the SuperSlab. */
-static bool take(struct session *s, uint64_t off, uint32_t *idx)
+static bool push_back(uint32_t idx);
+
+/* Validate a popped offset and make the SuperSlab ours: a CAS on its idle
+ * word, which the daemon taking it back from the ring races. 1: ours; 0:
+ * the daemon took it (pushed back to it); -1: the daemon lied. */
+static int take(struct session *s, uint64_t off, uint32_t *idx)
 {
     uint32_t i;
     if (hak_shm_ss_index(&s->layout, off, &i) != HAK_SHM_OFF_OK)
-        return false;
+        return -1;
     uint64_t bit = 1ull << (i & 63);
     if (atomic_fetch_or(&s->held[i / 64], bit) & bit)
-        return false; /* handed to us twice */
+        return -1; /* handed to us twice */
     *idx = s->base + i;
     if (hak_cold(*idx)->state == HAK_SS_UNUSED)
         hak_arena_ss_init(*idx);
     struct hak_ss *ss = hak_cold(*idx);
+    uint32_t w = HAK_IDLE_RING;
+    if (!atomic_compare_exchange_strong_explicit(&hak_shm_idle_words(s->ctrl, &s->layout)[i], &w, HAK_IDLE_BUSY,
+                                                 memory_order_acquire, memory_order_relaxed)) {
+        if (w != HAK_IDLE_TAKEN)
+            return -1;
+        if (!push_back(*idx))
+            ss->state = HAK_SS_UNUSED;
+        return 0;
+    }
     ss->state = HAK_SS_OWNED;
+    ss->idle_word = HAK_IDLE_BUSY;
     ss->dirty_units = 0; /* the daemon's pre-faulted pages: its business until used */
-    return true;
+    return 1;
 }
 
-unsigned hak_pagerd_acquire(uint32_t *out, unsigned want, bool *tried)
+static unsigned pd_acquire(uint32_t *out, unsigned want, bool *tried)
 {
     *tried = false;
     if (hak_opt.pagerd == HAK_PAGERD_OFF)
@@ -393,22 +407,23 @@ unsigned hak_pagerd_acquire(uint32_t *out, unsigned want, bool *tried)
     }
     *tried = true;
     struct hak_shm_fill_ring *r = fill_ring(s, current_node(s));
-    unsigned got = 0;
+    unsigned got = 0, popped = 0;
     while (got < want) {
         uint64_t off;
-        int rc = hak_fill_ring_pop(r, &off);
+        int rc = hak_fill_ring_pop(r, &off), took = rc > 0 ? take(s, off, &out[got]) : 0;
         if (rc == 0)
             break;
-        if (rc < 0 || !take(s, off, &out[got])) {
+        if (rc < 0 || took < 0) {
             hak_lock(&pd.lock);
             lose_session(s, "the daemon broke the fill ring");
             hak_unlock(&pd.lock);
             break;
         }
-        got++;
+        popped++;
+        got += (unsigned)took;
     }
-    if (got)
-        atomic_fetch_add_explicit(&s->ctrl->c_pops, got, HAK_RELAXED);
+    if (popped)
+        atomic_fetch_add_explicit(&s->ctrl->c_pops, popped, HAK_RELAXED);
     if (got < want && atomic_load(&s->live)) {
         atomic_fetch_add_explicit(&s->ctrl->c_fallbacks, 1, HAK_RELAXED);
         check_liveness(s);
@@ -416,12 +431,53 @@ unsigned hak_pagerd_acquire(uint32_t *out, unsigned want, bool *tried)
     return got;
 }
 
-/* An empty SuperSlab of a live session goes back to the daemon. Returns
- * false if it is not the daemon's to take (then the caller keeps it). */
-bool hak_pagerd_release(uint32_t idx)
+/* ---- idle SuperSlabs (shm/: idle words) ---- */
+
+/* The session of idx if it is live, with its control area mapped. */
+static struct session *live_session_of(uint32_t idx)
 {
     struct session *s = session_of(idx);
-    if (!s || !atomic_load(&s->live))
+    return s && atomic_load(&s->live) && s->ctrl ? s : NULL;
+}
+
+static _Atomic uint32_t *idle_word(struct session *s, uint32_t idx)
+{
+    return &hak_shm_idle_words(s->ctrl, &s->layout)[idx - s->base];
+}
+
+/* Waiting warm: the daemon may take it from the deadline on (its clock). */
+static void pd_idle(uint32_t idx, uint32_t decay_ms)
+{
+    struct session *s = live_session_of(idx);
+    struct hak_ss *ss = hak_cold(idx);
+    ss->idle_word = HAK_IDLE_BUSY;
+    if (!s)
+        return;
+    uint32_t now = atomic_load_explicit(&s->ctrl->now_ms, HAK_RELAXED);
+    ss->idle_word = hak_idle_deadline(now + decay_ms);
+    atomic_store_explicit(idle_word(s, idx), ss->idle_word, memory_order_release);
+    atomic_fetch_add_explicit(&s->ctrl->c_idle, 1, HAK_RELAXED);
+}
+
+/* Ours again, unless the daemon took it first (its CAS won). */
+static bool claim(uint32_t idx)
+{
+    struct hak_ss *ss = hak_cold(idx);
+    uint32_t w = ss->idle_word;
+    ss->idle_word = HAK_IDLE_BUSY;
+    struct session *s = live_session_of(idx);
+    if (w == HAK_IDLE_BUSY || !s)
+        return true; /* never published, or no daemon to take it any more */
+    return atomic_compare_exchange_strong_explicit(idle_word(s, idx), &w, HAK_IDLE_BUSY, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
+/* Not ours any more, and the daemon told so: off our books, and back on
+ * its return ring, which is how it learns that we know. */
+static bool push_back(uint32_t idx)
+{
+    struct session *s = session_of(idx);
+    if (!s)
         return false;
     uint32_t i = idx - s->base;
     bool pushed = false;
@@ -444,18 +500,87 @@ bool hak_pagerd_release(uint32_t idx)
     return pushed;
 }
 
-/* Release the pages of an idle SuperSlab that came from the daemon and is
- * kept in-process: punch them out of a shared file, or drop the private
- * copies of a session detached at fork. Returns false for other SuperSlabs. */
-bool hak_pagerd_decommit(uint32_t idx, unsigned unit, unsigned n)
+static bool pd_reuse(uint32_t idx)
+{
+    if (claim(idx))
+        return true;
+    /* Taken: acknowledged on the return ring. A full ring only delays the
+     * daemon's reuse of it (it stays taken on its books). */
+    if (!push_back(idx))
+        hak_cold(idx)->state = HAK_SS_UNUSED;
+    return false;
+}
+
+/* Release the pages of units: punch them out of a shared file, or drop
+ * the private copies of a session detached at fork. */
+static void pd_decommit(uint32_t idx, unsigned unit, unsigned n)
 {
     struct session *s = session_of(idx);
-    if (!s)
-        return false;
     char *at = (char *)hak_ss_addr(idx) + ((size_t)unit << HAK_UNIT_SHIFT);
-    hak_os_decommit_file(at, (size_t)n << HAK_UNIT_SHIFT, !s->private_copy);
-    return true;
+    hak_os_decommit_file(at, (size_t)n << HAK_UNIT_SHIFT, s && !s->private_copy);
 }
+
+/* Back to a live daemon, its pages at once if now (else the daemon keeps
+ * them warm for its own reuse, then punches them). */
+static enum hak_retire pd_retire(uint32_t idx, bool now)
+{
+    if (!live_session_of(idx))
+        return HAK_RETIRE_REFUSED;
+    if (!claim(idx)) {
+        if (!push_back(idx))
+            hak_cold(idx)->state = HAK_SS_UNUSED;
+        return HAK_RETIRE_TAKEN;
+    }
+    if (now)
+        pd_decommit(idx, 0, HAK_UNITS);
+    return push_back(idx) ? HAK_RETIRED : HAK_RETIRE_REFUSED;
+}
+
+/* What waits in the current session's rings goes back too, its pages
+ * punched now (malloc_trim): as much as the return ring has room for. */
+static void pd_trim(void)
+{
+    struct session *s = atomic_load(&pd.cur);
+    if (!s || !atomic_load(&s->live))
+        return;
+    struct hak_shm_return_ring *rr = return_ring(s);
+    uint32_t room = HAK_SHM_RETURN_SLOTS - (atomic_load_explicit(&rr->tail.v, HAK_RELAXED) -
+                                            atomic_load_explicit(&rr->head.v, memory_order_acquire));
+    for (unsigned node = 0; node < s->layout.nnodes && room <= HAK_SHM_RETURN_SLOTS; node++) {
+        uint64_t off;
+        uint32_t idx;
+        while (room > 0 && hak_fill_ring_pop(fill_ring(s, node), &off) == 1) {
+            room--;
+            int took = take(s, off, &idx);
+            if (took < 0) {
+                hak_lock(&pd.lock);
+                lose_session(s, "the daemon broke the fill ring");
+                hak_unlock(&pd.lock);
+                return;
+            }
+            if (took > 0) {
+                pd_decommit(idx, 0, HAK_UNITS);
+                if (!push_back(idx))
+                    hak_cold(idx)->state = HAK_SS_UNUSED;
+            }
+        }
+    }
+}
+
+bool hak_pagerd_live(void)
+{
+    return atomic_load_explicit(&pd.cur, HAK_RELAXED) != NULL;
+}
+
+const struct hak_backend hak_pagerd_backend = {
+    .name = "pagerd",
+    .acquire = pd_acquire,
+    .idle = pd_idle,
+    .reuse = pd_reuse,
+    .retire = pd_retire,
+    .decommit = pd_decommit,
+    .trim = pd_trim,
+};
 
 /* A live session's memory is its file's allocated blocks: those the daemon
  * pre-faulted and nobody wrote yet are memory too, and mincore does not see

@@ -72,13 +72,16 @@ HAK_API void hak_stats_print(void)
     out(line);
     struct hak_provision_stats ps;
     hak_provision_stats(&ps);
-    struct hak_embedded_stats es;
-    hak_embedded_stats(&es);
-    snprintf(line, sizeof line,
-             "hakmem: superslabs acquired=%llu released=%llu purged=%llu abandoned=%u\n",
+    snprintf(line, sizeof line, "hakmem: superslabs acquired=%llu released=%llu warm=%llu abandoned=%u\n",
              (unsigned long long)(ps.acquired[0] + ps.acquired[1]),
-             (unsigned long long)(ps.released[0] + ps.released[1]), (unsigned long long)es.purged,
+             (unsigned long long)(ps.released[0] + ps.released[1]), (unsigned long long)ps.warm,
              hak_ss_abandoned_count());
+    out(line);
+    snprintf(line, sizeof line,
+             "hakmem: returned units=%llu KiB superslabs: to the os=%llu to the daemon=%llu taken by the "
+             "daemon=%llu\n",
+             (unsigned long long)(ps.unit_bytes >> 10), (unsigned long long)ps.purged,
+             (unsigned long long)ps.returned, (unsigned long long)ps.reclaimed);
     out(line);
     snprintf(line, sizeof line, "hakmem: superslabs pagerd=%llu embedded=%llu fallbacks=%llu\n",
              (unsigned long long)ps.acquired[HAK_PROV_PAGERD],

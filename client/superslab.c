@@ -203,8 +203,8 @@ void hak_ss_release_empty(struct hak_heap *h)
  * A SuperSlab that stays in use (some slab is live) keeps the pages of its
  * freed units resident. Once those units have been idle for the decay (all
  * of them at once, if force), their pages go back to the OS; a unit taken
- * into use again before that costs nothing. Checked from the refill path at
- * most twice per decay, so a steady state makes no system call. */
+ * into use again before that costs nothing. Checked for every heap at most
+ * twice per decay (decay.c), so a steady state makes no system call. */
 
 /* Return the pages of the dirty units idle for the decay (all of them if
  * force), a run of neighbours per call. */
@@ -238,7 +238,6 @@ size_t hak_ss_purge_units(struct hak_heap *h, bool force)
         for (uint32_t idx = list ? h->ss_empty : h->ss_avail; idx != HAK_NO_SS; idx = hak_cold(idx)->next)
             if (hak_cold(idx)->dirty_units)
                 bytes += purge_ss(idx, now, force);
-    h->next_purge_ns = hak_now_ns() + hak_opt.decay_ms * 1000000u / 2;
     return bytes;
 }
 

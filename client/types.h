@@ -112,6 +112,8 @@ struct hak_ss {
     uint8_t state;          /* HAK_SS_*: owner or provider, under their locks */
     uint8_t hlist;          /* owner: HAK_SSL_*, the heap list it is on */
     uint64_t idle_since_ns; /* provider: when it came back (decay) */
+    uint32_t idle_word;     /* provider: the deadline its backend published (pagerd
+                               idle word), HAK_IDLE_BUSY when none */
     uint32_t unit_idle_ms[HAK_UNITS]; /* owner: when each dirty unit was freed
                                (hak_now_ms, wrapping) */
 };
@@ -169,7 +171,6 @@ struct hak_heap {
     uint32_t slow_events;         /* owner: refills and flushes, for the budget check */
     uint64_t cap_bytes;           /* owner: sum of cache capacity x size, kept as caps
                                      grow and recounted by each budget check */
-    uint64_t next_purge_ns;       /* owner: next time dirty units are looked at */
     uint8_t in_use;               /* heap pool lock: a thread (or the orphan role) has it */
     uint8_t parked;               /* heap pool lock: on the free list with contents */
     uint8_t is_orphan;            /* the shared heap for threads past their exit */

@@ -50,14 +50,14 @@ static void text_clients(FILE *f, const struct snapshot *s)
         fprintf(f, "\nno clients\n");
         return;
     }
-    fprintf(f, "\n%8s %6s %4s %6s %5s %8s %9s %10s %8s %9s\n", "PID", "UID", "NODE", "HELD", "RING", "SERVED",
-            "RETURNED", "LIMIT-HITS", "SESSION", "CONNECTED");
+    fprintf(f, "\n%8s %6s %4s %6s %5s %8s %9s %9s %10s %8s %9s\n", "PID", "UID", "NODE", "HELD", "RING", "SERVED",
+            "RETURNED", "RECLAIMED", "LIMIT-HITS", "SESSION", "CONNECTED");
     for (uint32_t i = 0; i < s->d.nclients; i++) {
         const struct hak_status_client *c = &s->clients[i];
         char up[32];
-        fprintf(f, "%8d %6u %4u %6u %5u %8" PRIu64 " %9" PRIu64 " %10" PRIu64 " %8" PRIu64 " %9s\n", c->pid,
-                c->uid, c->node, c->held, c->ring_level, c->served, c->returned, c->limit_hits, c->session,
-                duration(c->connected_ms, up, sizeof up));
+        fprintf(f, "%8d %6u %4u %6u %5u %8" PRIu64 " %9" PRIu64 " %9" PRIu64 " %10" PRIu64 " %8" PRIu64 " %9s\n",
+                c->pid, c->uid, c->node, c->held, c->ring_level, c->served, c->returned, c->reclaimed, c->limit_hits,
+                c->session, duration(c->connected_ms, up, sizeof up));
     }
 }
 
@@ -175,10 +175,10 @@ static void json_client(FILE *f, const struct hak_status_client *c)
             "{\"pid\":%d,\"uid\":%u,\"node\":%u,\"session\":%" PRIu64 ",\"capacity\":%u,\"held\":%u,"
             "\"ring_level\":%u,\"dirty\":%u,\"watermark\":%u,\"served\":%" PRIu64 ",\"returned\":%" PRIu64
             ",\"limit_hits\":%" PRIu64 ",\"connected_ms\":%" PRIu64 ",\"charge\":\"%s\",\"daemon_held\":%u"
-            ",\"cgroup_hits\":%" PRIu64,
+            ",\"cgroup_hits\":%" PRIu64 ",\"reclaimed\":%" PRIu64,
             c->pid, c->uid, c->node, c->session, c->capacity, c->held, c->ring_level, c->dirty, c->watermark,
             c->served, c->returned, c->limit_hits, c->connected_ms, charge_name(c->charge), c->daemon_held,
-            c->cgroup_hits);
+            c->cgroup_hits, c->reclaimed);
     json_bytes(f, "cg_limit", c->cg_limit);
     json_bytes(f, "cg_usage", c->cg_usage);
     fputs(",\"cgroup\":", f);

@@ -27,6 +27,8 @@
 #define PAGERD_MAX_SESSIONS HAK_STATUS_MAX_CLIENTS
 /* Connections without a session (status requesters, slow handshakes). */
 #define PAGERD_MAX_CONNS (2 * PAGERD_MAX_SESSIONS)
+/* Idle words are looked at no more often than this. */
+#define PAGERD_IDLE_SCAN_MS 100
 /* A ring's watermark covers this many ticks of the client's pop rate. */
 #define PAGERD_WM_TICKS 20
 /* One limit or error line per client per this many ms at most. */
@@ -167,7 +169,9 @@ enum ss_state {
     SS_RING,        /* pushed to a fill ring, not popped yet */
     SS_CLIENT,      /* popped by the client */
     SS_DIRTY,       /* returned, pages resident, reusable until punched */
-    SS_PUNCHING,    /* punch-hole in flight; FREE when it completes */
+    SS_PUNCHING,    /* punch-hole in flight; FREE (or TAKEN) when it completes */
+    SS_TAKEN,       /* taken back idle (its idle word) and punched: FREE once
+                       the client pushes it on the return ring */
     SS_NSTATES,
 };
 
@@ -178,6 +182,8 @@ struct ss {
     uint8_t state;     /* enum ss_state */
     uint8_t node;      /* node its pages belong to (unless FREE) */
     uint8_t ours;      /* its pages were allocated by us (CHARGE_DAEMON) */
+    uint8_t taken;     /* PUNCHING, TAKEN: taken back idle, the client has not
+                          pushed it back yet */
 };
 
 /* One node of one client: the shadow of its fill ring and its warm
@@ -249,6 +255,12 @@ struct client {
     double pop_rate;              /* pops per tick, smoothed */
     uint64_t served;
     uint64_t returned;
+    uint64_t reclaimed;           /* SuperSlabs taken back idle (warm or in a ring) */
+    uint64_t last_pop_ms;         /* when it last popped from a ring */
+    uint64_t acked;               /* of those taken back, pushed back by the client */
+    uint64_t idle_hint;           /* ctrl->c_idle at the last idle scan */
+    uint64_t idle_next_ms;        /* no idle scan before this */
+    bool idle_pending;            /* the last scan saw a deadline not yet due */
     uint64_t limit_hits;
     uint64_t cgroup_hits;         /* of which for want of room in its cgroup */
     uint64_t limit_logged_ms;
@@ -354,6 +366,8 @@ void pool_prefault_done(struct req *r, int res);
 
 /* reclaim.c */
 bool reclaim_drain(struct client *c, uint64_t now);
+void reclaim_idle(struct client *c, uint64_t now);
+void reclaim_ring(struct client *c, uint64_t now);
 uint32_t reclaim_take_warm(struct client *c, uint32_t node);
 void reclaim_punch_old(struct client *c, uint64_t now);
 void reclaim_punch(struct client *c, uint32_t idx);

@@ -33,7 +33,8 @@ $(HAKCTL_BIN): $(HAKCTL_OBJ) $(SHM_OBJ)
 
 # The daemon's tests share a raw protocol client.
 $(BUILD)/tests/test_pagerd $(BUILD)/tests/test_pagerd_hostile $(BUILD)/tests/test_pagerd_activation \
-    $(BUILD)/tests/test_pagerd_client $(BUILD)/tests/test_pagerd_users $(BUILD)/tests/test_faults: tests/pagerd_client.h
+    $(BUILD)/tests/test_pagerd_client $(BUILD)/tests/test_pagerd_users $(BUILD)/tests/test_pagerd_idle \
+    $(BUILD)/tests/test_faults: tests/pagerd_client.h
 
 # Tests of the daemon's own code link its objects (pagerd.h, no loop).
 PAGERD_TEST_OBJ := $(BUILD)/obj/pagerd/cgroup.o

@@ -133,6 +133,7 @@ bool pool_client_init(struct client *c)
     memset(c->count, 0, sizeof c->count);
     c->count[SS_FREE] = cap;
     c->watermark = pd.set.min_watermark;
+    c->last_pop_ms = now_ms(); /* its rings are not idle before it had a chance */
     return true;
 }
 
@@ -168,12 +169,19 @@ bool pool_account_pops(struct client *c, uint32_t n)
         session_drop(c, "fill ring %u: head moved backwards", n);
         return false;
     }
-    for (uint32_t i = 0; i < popped; i++, cn->head++)
-        ss_set_state(c, cn->shadow[cn->head & FILL_MASK], SS_CLIENT);
+    uint32_t served = 0;
+    for (uint32_t i = 0; i < popped; i++, cn->head++) {
+        uint32_t idx = cn->shadow[cn->head & FILL_MASK];
+        if (c->ss[idx].state == SS_RING) { /* else taken back meanwhile */
+            ss_set_state(c, idx, SS_CLIENT);
+            served++;
+        }
+    }
     if (popped) {
-        c->served += popped;
+        c->served += served;
         c->pops_tick += popped;
         c->last_node = n;
+        c->last_pop_ms = now_ms();
     }
     return true;
 }
@@ -186,7 +194,11 @@ static bool fill_push(struct client *c, uint32_t n, uint32_t idx)
     struct cnode *cn = &c->node[n];
     struct hak_shm_fill_ring *r = hak_shm_fill_ring(c->ctrl, n);
     uint32_t tail = atomic_load_explicit(&r->tail.v, memory_order_relaxed);
-    if (tail != cn->tail || cn->tail - cn->head >= HAK_SHM_FILL_SLOTS || !hak_fill_ring_push(r, hak_shm_ss_offset(&c->layout, idx))) {
+    /* RING before the push publishes it: the client makes it its own with
+     * a CAS from RING, which our taking it back from the ring races. */
+    atomic_store_explicit(&hak_shm_idle_words(c->ctrl, &c->layout)[idx], HAK_IDLE_RING, memory_order_relaxed);
+    if (tail != cn->tail || cn->tail - cn->head >= HAK_SHM_FILL_SLOTS ||
+        !hak_fill_ring_push(r, hak_shm_ss_offset(&c->layout, idx))) {
         session_drop(c, "fill ring %u: indices corrupt", n);
         return false;
     }
@@ -319,15 +331,18 @@ static void adapt_watermark(struct client *c)
 
 static void client_tick(struct client *c, uint64_t now)
 {
+    atomic_store_explicit(&c->ctrl->now_ms, (uint32_t)now, memory_order_relaxed);
     for (uint32_t n = 0; n < c->layout.nnodes; n++)
         if (!pool_account_pops(c, n))
             return;
     if (!reclaim_drain(c, now))
         return;
+    reclaim_idle(c, now);
     for (uint32_t n = 0; n < c->layout.nnodes; n++)
         if (!top_up(c, n, now))
             return;
     reclaim_punch_old(c, now);
+    reclaim_ring(c, now);
     adapt_watermark(c);
     atomic_fetch_add_explicit(&c->ctrl->heartbeat, 1, memory_order_relaxed);
 }

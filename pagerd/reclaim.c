@@ -1,7 +1,9 @@
 /* SuperSlabs coming back: the return ring is drained and every offset in it
- * checked against our records (a client may return only what it holds);
- * returned SuperSlabs stay warm on their node's deque for reuse, and after
- * reclaim_delay_ms their pages are punched out of the file. */
+ * checked against our records (a client may return only what it holds, or
+ * acknowledge what we took back idle); returned SuperSlabs stay warm on
+ * their node's deque for reuse, and after reclaim_delay_ms their pages are
+ * punched out of the file. SuperSlabs a client keeps warm but idle past
+ * the deadline of their idle word are taken back without its help. */
 #include <fcntl.h>
 #include <string.h>
 
@@ -11,6 +13,7 @@ static const char *const state_names[SS_NSTATES] = {
     [SS_FREE] = "never handed out",     [SS_PREFAULTING] = "being pre-faulted",
     [SS_RING] = "in a fill ring",       [SS_CLIENT] = "held",
     [SS_DIRTY] = "already returned",    [SS_PUNCHING] = "already returned",
+    [SS_TAKEN] = "already returned",
 };
 
 /* ---- the deque of warm SuperSlabs, per node, oldest to newest ---- */
@@ -69,9 +72,19 @@ static bool take_back(struct client *c, uint64_t off, uint64_t now)
      * published the return), so account again before judging. */
     if (c->ss[idx].state == SS_RING && !pool_account_pops(c, c->ss[idx].node))
         return false;
-    if (c->ss[idx].state != SS_CLIENT) {
-        session_drop(c, "returned offset %#llx not its own (%s)", (unsigned long long)off,
-                     state_names[c->ss[idx].state]);
+    struct ss *s = &c->ss[idx];
+    if (s->taken && (s->state == SS_TAKEN || s->state == SS_PUNCHING)) {
+        /* The client knows we took it: free once its pages are gone. */
+        s->taken = 0;
+        c->acked++;
+        if (s->state == SS_TAKEN) {
+            ss_set_state(c, idx, SS_FREE);
+            ss_free_push(c, idx);
+        }
+        return true;
+    }
+    if (s->state != SS_CLIENT) {
+        session_drop(c, "returned offset %#llx not its own (%s)", (unsigned long long)off, state_names[s->state]);
         return false;
     }
     ss_set_state(c, idx, SS_DIRTY);
@@ -141,6 +154,75 @@ void reclaim_punch_done(struct req *r, int res)
         client_error(c, "punch", -res);
     else
         pd.nodes[c->ss[idx].node].punched++;
+    if (c->ss[idx].taken) {
+        ss_set_state(c, idx, SS_TAKEN); /* until the client pushes it back */
+        return;
+    }
     ss_set_state(c, idx, SS_FREE);
     ss_free_push(c, idx);
+}
+
+/* Ours again (its idle word says TAKEN): punched, then it waits for the
+ * client to push it back. */
+static void take_idle(struct client *c, uint32_t idx)
+{
+    c->ss[idx].taken = 1;
+    c->reclaimed++;
+    reclaim_punch(c, idx);
+}
+
+/* Take back what the client keeps idle past its deadline: a CAS on its
+ * idle word, which the client's own CAS (to reuse it) races. Only for
+ * SuperSlabs in its hands by our records; looked at when the client
+ * published one since the last look, or one seen was not due yet. */
+void reclaim_idle(struct client *c, uint64_t now)
+{
+    if (!c->count[SS_CLIENT] || now < c->idle_next_ms)
+        return;
+    uint64_t hint = atomic_load_explicit(&c->ctrl->c_idle, memory_order_relaxed);
+    if (hint == c->idle_hint && !c->idle_pending)
+        return;
+    c->idle_hint = hint;
+    c->idle_pending = false;
+    c->idle_next_ms = now + PAGERD_IDLE_SCAN_MS;
+    _Atomic uint32_t *words = hak_shm_idle_words(c->ctrl, &c->layout);
+    uint32_t now32 = (uint32_t)now;
+    for (uint32_t idx = 0; idx < c->layout.capacity; idx++) {
+        if (c->ss[idx].state != SS_CLIENT)
+            continue;
+        uint32_t w = atomic_load_explicit(&words[idx], memory_order_acquire);
+        if (w <= HAK_IDLE_TAKEN)
+            continue;
+        if (!hak_idle_due(w, now32)) {
+            c->idle_pending = true; /* look again later */
+            continue;
+        }
+        if (!atomic_compare_exchange_strong(&words[idx], &w, HAK_IDLE_TAKEN))
+            continue; /* the client took it back into use */
+        take_idle(c, idx);
+    }
+}
+
+/* A client that stopped popping for half the reclaim delay keeps only
+ * min_watermark per ring, the oldest: the rest is taken back (a CAS on its
+ * idle word, which the client's pop races). A SuperSlab taken stays in its
+ * ring until the client pops it and pushes it back. */
+void reclaim_ring(struct client *c, uint64_t now)
+{
+    /* (last_pop_ms may be later than the tick's now.) */
+    if (now < c->last_pop_ms + pd.set.reclaim_delay_ms / 2 || c->count[SS_RING] <= pd.set.min_watermark)
+        return;
+    _Atomic uint32_t *words = hak_shm_idle_words(c->ctrl, &c->layout);
+    for (uint32_t n = 0; n < c->layout.nnodes; n++) {
+        struct cnode *cn = &c->node[n];
+        uint32_t kept = 0;
+        for (uint32_t p = cn->head; p != cn->tail; p++) {
+            uint32_t idx = cn->shadow[p & (HAK_SHM_FILL_SLOTS - 1)];
+            if (c->ss[idx].state != SS_RING || kept++ < pd.set.min_watermark)
+                continue;
+            uint32_t w = HAK_IDLE_RING;
+            if (atomic_compare_exchange_strong(&words[idx], &w, HAK_IDLE_TAKEN))
+                take_idle(c, idx);
+        }
+    }
 }

@@ -277,9 +277,9 @@ void session_drop(struct client *c, const char *fmt, ...)
 static void session_hangup(struct client *c, const char *how)
 {
     if (c->state == CL_SESSION)
-        log_info("disconnect pid=%d session=%llu served=%llu returned=%llu (%s)", c->pid,
+        log_info("disconnect pid=%d session=%llu served=%llu returned=%llu reclaimed=%llu (%s)", c->pid,
                  (unsigned long long)c->session, (unsigned long long)c->served, (unsigned long long)c->returned,
-                 how);
+                 (unsigned long long)c->reclaimed, how);
     else
         log_debug("closed pid=%d (%s)", c->pid, how);
     session_end(c);
@@ -363,6 +363,7 @@ static void ctrl_init(struct client *c)
     ctrl->version = HAK_SHM_VERSION;
     ctrl->layout = c->layout;
     ctrl->ncpus = pd.ncpus;
+    atomic_store_explicit(&ctrl->now_ms, (uint32_t)now_ms(), memory_order_relaxed);
     memcpy(ctrl->cpu_node, pd.cpu_node, pd.ncpus);
     /* The rings start zeroed: ftruncate gave us a file of zeros. */
 }

@@ -75,6 +75,7 @@ static void fill_client(struct hak_status_client *r, const struct client *c, uin
     r->limit_hits = c->limit_hits;
     r->connected_ms = now - c->connected_ms;
     r->daemon_held = c->ours;
+    r->reclaimed = c->reclaimed;
     r->cgroup_hits = c->cgroup_hits;
     fill_cgroup(r, c->cg);
 }
@@ -93,7 +94,10 @@ static void fill_nodes(struct hak_status_node *nodes)
         if (c->state != CL_SESSION)
             continue;
         for (uint32_t n = 0; n < pd.nnodes; n++) {
-            nodes[n].ready += c->node[n].tail - c->node[n].head;
+            /* Ready: still ours to give; what we took back waits in the ring
+             * for the client to pop and push it back. */
+            for (uint32_t p = c->node[n].head; p != c->node[n].tail; p++)
+                nodes[n].ready += c->ss[c->node[n].shadow[p & (HAK_SHM_FILL_SLOTS - 1)]].state == SS_RING;
             nodes[n].dirty += c->node[n].ndirty;
         }
         nodes[c->last_node].clients++;

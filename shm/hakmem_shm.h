@@ -74,7 +74,8 @@ struct hak_msg_hello {
 struct hak_shm_layout {
     uint64_t file_size;    /* ss_offset + capacity << 20 */
     uint64_t ctrl_size;    /* control area at offset 0, page multiple */
-    uint64_t ss_offset;    /* SuperSlab area, 1 MiB aligned */
+    uint64_t idle_offset;  /* the idle words (capacity x uint32), in the control area */
+    uint64_t ss_offset;    /* SuperSlab area, 2 MiB aligned */
     uint32_t capacity;     /* SuperSlabs in the file */
     uint32_t nnodes;       /* 1..HAK_SHM_MAX_NODES */
     uint32_t fill_slots;   /* HAK_SHM_FILL_SLOTS */
@@ -152,6 +153,7 @@ struct hak_status_client {
     uint64_t cg_limit;    /* its memory cgroup's limit, bytes (UINT64_MAX: none) */
     uint64_t cg_usage;    /* and usage, as last read (0 if never) */
     uint64_t cgroup_hits; /* limit hits for want of room in its cgroup */
+    uint64_t reclaimed;   /* idle SuperSlabs the daemon took back (idle words) */
     char cgroup[64];      /* the cgroup's path, its last 63 bytes; NUL-terminated */
 };
 
@@ -212,11 +214,14 @@ struct hak_shm_fill_ring {
 };
 
 /* The return ring: the client pushes emptied SuperSlabs (one producer at a
- * time: the client serialises its pushes), the daemon pops.
+ * time: the client serialises its pushes), the daemon pops. A SuperSlab the
+ * daemon took back idle (HAK_IDLE_TAKEN) is pushed here too once the
+ * client notices: the daemon hands it out again only after that.
  *   tail: written by the client (release) after it filled the slot.
  *   head: written by the daemon (release) after it consumed a slot.
  * Slots hold byte offsets in the file; the daemon checks each for range,
- * 1 MiB alignment and that the SuperSlab is in this client's hands. */
+ * 1 MiB alignment and that the SuperSlab is in this client's hands (or
+ * was taken back idle). */
 struct hak_shm_return_ring {
     struct hak_shm_index head;
     struct hak_shm_index tail;
@@ -234,15 +239,59 @@ struct hak_shm_ctrl {
     uint32_t ncpus;       /* daemon, once: entries of cpu_node in use */
     uint32_t pad0;
     _Atomic uint64_t heartbeat; /* daemon: bumped every tick; client reads */
-    char pad1[64];
+    _Atomic uint32_t now_ms;    /* daemon: its CLOCK_MONOTONIC in ms, every tick: the
+                                   clock of the idle words' deadlines */
+    char pad1[60];
     /* Client-written statistics (daemon: display only). */
     _Atomic uint64_t c_pops;      /* SuperSlabs popped */
     _Atomic uint64_t c_fallbacks; /* acquisitions served by embedded instead */
     _Atomic uint64_t c_returns;   /* SuperSlabs pushed to the return ring */
-    char pad2[40];
+    _Atomic uint64_t c_idle;      /* idle words published: a hint that one may be due */
+    char pad2[32];
     /* cpu -> node map; daemon, once. Client checks each value < nnodes. */
     uint8_t cpu_node[HAK_SHM_MAX_CPUS];
 };
+
+/* ---- idle SuperSlabs ----
+ * One word per SuperSlab of the file (layout.idle_offset), so that the
+ * daemon can take back what a client keeps warm but no longer uses, with
+ * no call from the client (an idle program, or one whose threads exited):
+ *   HAK_IDLE_BUSY   in use, or not the client's: the daemon leaves it;
+ *   HAK_IDLE_RING   in a fill ring, not popped yet;
+ *   a deadline      (any other value) the client holds it empty and warm;
+ *                   from this time on (CLOCK_MONOTONIC in ms, wrapping)
+ *                   the daemon may take it;
+ *   HAK_IDLE_TAKEN  the daemon took it: its pages are punched, the client
+ *                   holds it no more.
+ * The client writes a deadline (release order) when it puts an emptied
+ * SuperSlab aside, and takes it back into use with CAS(deadline -> BUSY);
+ * the daemon takes one with CAS(deadline -> TAKEN), only once the deadline
+ * has passed and only for a SuperSlab in the client's hands by its own
+ * records. Exactly one of the two CASes wins. Likewise for what waits in
+ * a fill ring: the daemon writes RING before it pushes a SuperSlab; a
+ * client that pops one makes it its own with CAS(RING -> BUSY), and the
+ * daemon may take back, with CAS(RING -> TAKEN), what waits in the rings
+ * of a client that stopped popping. A client whose CAS failed stops using
+ * that SuperSlab and pushes it onto the return ring; only then does the
+ * daemon hand it out again. The deadlines are on the daemon's clock
+ * (ctrl->now_ms), so that a client in another time namespace agrees.
+ * Hostile both ways: a client that scribbles the words can lose only its
+ * own SuperSlabs' contents; the daemon never reads a word for a SuperSlab
+ * the client does not hold, nor acts on one that is not a due deadline;
+ * the client treats TAKEN on a SuperSlab it never published as the
+ * daemon's claim and stops using it. */
+#define HAK_IDLE_BUSY 0u
+#define HAK_IDLE_TAKEN 1u
+#define HAK_IDLE_RING 2u
+
+static inline uint32_t hak_idle_deadline(uint32_t ms)
+{
+    return ms > HAK_IDLE_RING ? ms : HAK_IDLE_RING + 1; /* never one of the marks */
+}
+static inline bool hak_idle_due(uint32_t word, uint32_t now_ms)
+{
+    return word > HAK_IDLE_RING && (int32_t)(now_ms - word) >= 0;
+}
 
 /* ---- shm/layout.c ---- */
 bool hak_shm_layout_compute(uint32_t nnodes, uint32_t capacity, struct hak_shm_layout *out);
@@ -252,6 +301,7 @@ uint64_t hak_shm_return_ring_offset(uint32_t nnodes);
 /* The rings in a mapping of the control area at ctrl. */
 struct hak_shm_fill_ring *hak_shm_fill_ring(void *ctrl, uint32_t node);
 struct hak_shm_return_ring *hak_shm_return_ring(void *ctrl, const struct hak_shm_layout *l);
+_Atomic uint32_t *hak_shm_idle_words(void *ctrl, const struct hak_shm_layout *l);
 /* SuperSlab idx's offset in the file, and back: an offset the other side
  * wrote is a SuperSlab's only if it is in the SuperSlab area and 1 MiB
  * aligned. */

@@ -144,8 +144,8 @@ for c in st["clients"]:
     assert c["limit_hits"] == 0 and c["node"] in (0, 1)
     row = [l.split() for l in text if l.split()[:1] == [str(c["pid"])]][0]
     want = [c["pid"], c["uid"], c["node"], c["held"], c["ring_level"], c["served"], c["returned"],
-            c["limit_hits"], c["session"]]
-    assert [int(x) for x in row[:9]] == want, (row, want)
+            c["reclaimed"], c["limit_hits"], c["session"]]
+    assert [int(x) for x in row[:10]] == want, (row, want)
 assert st["ss_total"] >= sum(c["held"] + c["ring_level"] for c in st["clients"])
 PY
 if [ $? -eq 0 ] && [ "$json_rc" -eq 0 ]; then

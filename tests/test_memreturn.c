@@ -128,6 +128,65 @@ static void test_decay_returns_memory_without_trim(void **state)
     assert_rss_true(after_rss - base_rss < NEAR_KIB);
 }
 
+static void *fill_and_free(void *arg)
+{
+    struct blocks b = fill(64 * MIB, (uint64_t)(uintptr_t)arg);
+    release(&b);
+    return NULL;
+}
+
+/* Two threads fill and free 64 MiB each and exit; the main thread then
+ * idles past the decay. calls: it makes a few allocator calls after that
+ * (their slow path gives back what every heap holds past the decay), or
+ * none at all (the background thread does it). */
+static long exited_threads_then_idle(bool calls, long *exited)
+{
+    pthread_t t[2];
+    for (uintptr_t i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, fill_and_free, (void *)(i + 10)), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    *exited = own_kib();
+    struct timespec ts = {0, 300 * 1000000};
+    nanosleep(&ts, NULL);
+    if (calls)
+        keep_working();
+    return own_kib();
+}
+
+static void test_exited_threads_memory_decays_at_the_next_slow_path(void **state)
+{
+    (void)state;
+    uint64_t decay = hak_opt.decay_ms;
+    hak_opt.decay_ms = 50;
+    hak_trim(0);
+    long base = own_kib(), exited;
+    long after = exited_threads_then_idle(true, &exited);
+    printf("memory return (2 threads exited, decay %llu ms, later calls): hakmem's own: baseline %ld KiB, "
+           "threads exited %ld KiB, after %ld KiB\n",
+           (unsigned long long)hak_opt.decay_ms, base, exited, after);
+    hak_opt.decay_ms = decay;
+    assert_true(exited - base > 64 * 1024);
+    assert_true(after - base < NEAR_KIB);
+}
+
+static void test_background_thread_returns_memory_without_calls(void **state)
+{
+    (void)state;
+    uint64_t decay = hak_opt.decay_ms;
+    hak_opt.decay_ms = 50;
+    hak_opt.background = 1;
+    hak_trim(0);
+    long base = own_kib(), exited;
+    long after = exited_threads_then_idle(false, &exited);
+    printf("memory return (2 threads exited, decay %llu ms, background thread, no call): hakmem's own: "
+           "baseline %ld KiB, threads exited %ld KiB, after %ld KiB\n",
+           (unsigned long long)hak_opt.decay_ms, base, exited, after);
+    hak_opt.decay_ms = decay;
+    assert_true(exited - base > 64 * 1024);
+    assert_true(after - base < NEAR_KIB);
+}
+
 /* own_kib() counts hakmem's memory and nothing else: a burst of hakmem's
  * blocks shows in it; the test's own pages (as a sanitizer's shadow would
  * be) do not; a large block counts while it lives. */
@@ -171,6 +230,9 @@ int main(void)
         cmocka_unit_test(test_blocks_of_an_exited_thread_come_back),
         cmocka_unit_test(test_decay_returns_memory_without_trim),
         cmocka_unit_test(test_own_memory_is_hakmem_only),
+        cmocka_unit_test(test_exited_threads_memory_decays_at_the_next_slow_path),
+        /* last: its thread stays */
+        cmocka_unit_test(test_background_thread_returns_memory_without_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -169,7 +169,10 @@ static void test_pop_return_churn(void **state)
     }
     assert_true(n > 100);
     const struct hak_status_client *r = NULL;
-    assert_true(WAIT_FOR((get_status(&d, &st), (r = status_client(&st, c.session)) && r->returned == n), 2000));
+    if (!WAIT_FOR((get_status(&d, &st), (r = status_client(&st, c.session)) && r->returned == n), 2000))
+        fail_msg("returned %llu of %llu (held %u, served %llu, reclaimed %llu): %s", r ? (unsigned long long)r->returned : 0ull,
+                 (unsigned long long)n, r ? r->held : 0, r ? (unsigned long long)r->served : 0ull,
+                 r ? (unsigned long long)r->reclaimed : 0ull, read_file_text(d.log));
     assert_int_equal(r->held, 0);
     assert_int_equal(log_count(&d, "dropped"), 0);
     tc_close(&c);

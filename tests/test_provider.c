@@ -1,7 +1,8 @@
-/* The embedded provider: it extends the arena in growing batches (few
- * system calls for many SuperSlabs), hands back the most recently returned
- * SuperSlab first, keeps returned ones resident until the decay, and then
- * (or at once on trim) returns their pages to the OS. */
+/* The provider layer and its embedded backend: the backend extends the
+ * arena in growing batches (few system calls for many SuperSlabs); the
+ * layer hands back the most recently returned SuperSlab first, keeps
+ * returned ones resident until the decay, and then (or at once on trim)
+ * gives them back to their backend, which returns their pages to the OS. */
 #include <time.h>
 
 #include "internal.h"
@@ -63,11 +64,11 @@ static void test_trim_returns_pages_to_the_os(void **state)
     for (int i = 0; i < 8; i++)
         hak_provision_release(idx[i]);
     uint64_t madvise0 = hak_os_calls(HAK_OS_MADVISE);
-    struct hak_embedded_stats e;
+    struct hak_provision_stats e;
     size_t bytes = hak_provision_trim(true);
-    hak_embedded_stats(&e);
+    hak_provision_stats(&e);
     assert_true(bytes >= 8 * HAK_SS_SIZE);
-    assert_int_equal(e.dirty, 0);
+    assert_int_equal(e.warm, 0);
     assert_true(hak_os_calls(HAK_OS_MADVISE) - madvise0 >= 8);
     long after = own_kib();
     assert_true(before - after >= 7 * 1024); /* about 8 MiB gone */
@@ -90,18 +91,18 @@ static void test_decay_purges_idle_superslabs_later(void **state)
     assert_int_equal(hak_provision_acquire(&a, 1), 1);
     assert_int_equal(hak_provision_acquire(&b, 1), 1);
     touch(a);
-    struct hak_embedded_stats e0, e1, e2;
-    hak_embedded_stats(&e0);
+    struct hak_provision_stats e0, e1, e2;
+    hak_provision_stats(&e0);
     hak_provision_release(a);
-    hak_embedded_stats(&e1);
+    hak_provision_stats(&e1);
     assert_int_equal(e1.purged, e0.purged); /* still within the decay */
-    assert_int_equal(e1.dirty, 1);
+    assert_int_equal(e1.warm, 1);
     struct timespec ts = {0, 150 * 1000000};
     nanosleep(&ts, NULL);
     hak_provision_release(b); /* any provider call purges what has decayed */
-    hak_embedded_stats(&e2);
+    hak_provision_stats(&e2);
     assert_int_equal(e2.purged, e0.purged + 1);
-    assert_int_equal(e2.dirty, 1); /* b, just returned */
+    assert_int_equal(e2.warm, 1); /* b, just returned */
     hak_opt.decay_ms = decay;
     hak_provision_trim(true);
 }

@@ -22,7 +22,7 @@
 #include "fuzz.h"
 #include "internal.h"
 
-#define CTRL_MAX (1u << 20) /* the control area lies below the first SuperSlab */
+#define CTRL_MAX (8u << 20) /* the largest control area (idle words of 2^20 SuperSlabs) fits */
 
 static unsigned char ctrl_buf[CTRL_MAX] __attribute__((aligned(64)));
 

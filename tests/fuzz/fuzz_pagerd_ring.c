@@ -2,14 +2,15 @@
  * as it likes: fill ring heads (and the tails, slots and header it must
  * not write), return ring indices and slots, counters. Reached: pool.c
  * (pool_account_pops, fill_push, top_up, limits, watermark), reclaim.c
- * (reclaim_drain, take_back, the warm deques, punching), status.c's
+ * (reclaim_drain, take_back, the warm deques, punching, taking back idle
+ * SuperSlabs by their idle words and from the rings), status.c's
  * accounting, and the drop of a client caught lying. The daemon must never
  * crash, and pagerd_harness.c checks after every step that its records
  * still add up and that every SuperSlab it took back was in range,
  * aligned, in this client's hands, and taken once.
  *
  * Input: one settings byte (fz_reset), a capacity byte, then steps: an op
- * byte (op % 10) and its arguments:
+ * byte (op % 12) and its arguments:
  *   0 pop          node, count: the client pops from a fill ring
  *   1 return       which: the client gives back one it popped
  *   2 return raw   kind, value: pushes an offset of its choosing
@@ -19,7 +20,9 @@
  *   6 tick         ms
  *   7 completions  failure bits
  *   8 status       a status request on another connection
- *   9 again        capacity: detach, then a new session */
+ *   9 again        capacity: detach, then a new session
+ *  10 idle         which, ms: one it holds waits idle, deadline ms away
+ *  11 reuse        which: takes an idle one back (or pushes it back, taken) */
 #include <stdatomic.h>
 
 #include "pagerd_harness.h"
@@ -75,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (in.n) {
         char *view = (char *)k->view;
         size_t len = view ? k->layout.ctrl_size : 0;
-        switch (fz_u8(&in) % 10) {
+        switch (fz_u8(&in) % 12) {
         case 0: {
             uint8_t node = fz_u8(&in), n = fz_u8(&in);
             if (view)
@@ -125,6 +128,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             session(cap);
             break;
         }
+        case 10: {
+            uint8_t which = fz_u8(&in);
+            fz_client_idle(k, which, fz_u8(&in), false);
+            break;
+        }
+        case 11:
+            fz_client_idle(k, fz_u8(&in), 0, true);
+            break;
         }
     }
     fz_finish();

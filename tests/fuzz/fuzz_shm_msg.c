@@ -63,7 +63,8 @@ static void check_layout(uint32_t nnodes, uint32_t capacity, uint8_t field, uint
     }
     FZ_ASSERT(l.nnodes == nnodes && l.capacity == capacity);
     FZ_ASSERT(l.fill_slots == HAK_SHM_FILL_SLOTS && l.return_slots == HAK_SHM_RETURN_SLOTS);
-    FZ_ASSERT(l.ctrl_size % 4096 == 0 && l.ctrl_size <= l.ss_offset && l.ss_offset % HAK_SHM_SS_SIZE == 0);
+    FZ_ASSERT(l.ctrl_size % 4096 == 0 && l.ctrl_size <= l.ss_offset && l.ss_offset % (2 * HAK_SHM_SS_SIZE) == 0);
+    FZ_ASSERT(l.idle_offset % 4096 == 0 && l.idle_offset + 4ull * capacity <= l.ctrl_size);
     FZ_ASSERT(l.file_size == l.ss_offset + ((uint64_t)capacity << HAK_SHM_SS_SHIFT));
     /* Header, fill rings, return ring: in this order, apart, inside. */
     uint64_t end = sizeof(struct hak_shm_ctrl);
@@ -73,7 +74,7 @@ static void check_layout(uint32_t nnodes, uint32_t capacity, uint8_t field, uint
         end = at + sizeof(struct hak_shm_fill_ring);
     }
     uint64_t at = hak_shm_return_ring_offset(nnodes);
-    FZ_ASSERT(at >= end && at % 64 == 0 && at + sizeof(struct hak_shm_return_ring) <= l.ctrl_size);
+    FZ_ASSERT(at >= end && at % 64 == 0 && at + sizeof(struct hak_shm_return_ring) <= l.idle_offset);
 
     /* Any offset the other side writes: a SuperSlab's, or said why not. */
     uint32_t idx = UINT32_MAX;
@@ -89,7 +90,8 @@ static void check_layout(uint32_t nnodes, uint32_t capacity, uint8_t field, uint
     }
     FZ_ASSERT(hak_shm_layout_equal(&l, &l));
     m = l;
-    switch (field % 7) {
+    switch (field % 8) {
+    case 7: m.idle_offset = v; break;
     case 0: m.file_size = v; break;
     case 1: m.ctrl_size = v; break;
     case 2: m.ss_offset = v; break;

@@ -175,10 +175,13 @@ static uint32_t check_client(const struct client *c)
         FZ_ASSERT(cn->tail - cn->head <= HAK_SHM_FILL_SLOTS);
         for (uint32_t p = cn->head; p != cn->tail; p++) {
             uint32_t i = cn->shadow[p & FILL_MASK];
-            FZ_ASSERT(i < cap && !(seen >> i & 1) && c->ss[i].state == SS_RING && c->ss[i].node == nd);
+            /* Waiting, or taken back from the ring (until the client pops it
+             * and pushes it back). */
+            bool taken = c->ss[i].taken && (c->ss[i].state == SS_PUNCHING || c->ss[i].state == SS_TAKEN);
+            FZ_ASSERT(i < cap && !(seen >> i & 1) && (c->ss[i].state == SS_RING || taken) && c->ss[i].node == nd);
             seen |= 1ull << i;
+            ring += c->ss[i].state == SS_RING;
         }
-        ring += cn->tail - cn->head;
         prefaulting += cn->prefaulting;
         uint32_t nd_dirty = 0, prev = SS_NIL;
         for (uint32_t i = cn->dirty_old; i != SS_NIL; prev = i, i = c->ss[i].next, nd_dirty++) {
@@ -197,6 +200,8 @@ static uint32_t check_client(const struct client *c)
     FZ_ASSERT(charge <= pd.set.limit_client);
     for (uint32_t i = 0; i < cap; i++) {
         FZ_ASSERT(!c->ss[i].ours || c->ss[i].state != SS_FREE);
+        FZ_ASSERT(c->ss[i].state != SS_TAKEN || c->ss[i].taken);
+        FZ_ASSERT(!c->ss[i].taken || c->ss[i].state == SS_TAKEN || c->ss[i].state == SS_PUNCHING);
         ours += c->ss[i].ours;
     }
     FZ_ASSERT(ours == c->ours && c->cg && c->cg->mode == CHARGE_DAEMON && c->user && c->user->uid == c->uid);
@@ -514,7 +519,9 @@ void fz_stop_reading(unsigned i)
 /* A session's records and shared ring contents before a tick. */
 static struct snap {
     const struct client *c;
-    uint8_t state[FZ_MAX_CAPACITY], node[FZ_MAX_CAPACITY];
+    uint8_t state[FZ_MAX_CAPACITY], node[FZ_MAX_CAPACITY], taken[FZ_MAX_CAPACITY];
+    uint32_t word[FZ_MAX_CAPACITY];
+    uint64_t acked;
     uint32_t head[FZ_NODES], tail[FZ_NODES], shared_head[FZ_NODES], shared_tail[FZ_NODES];
     uint32_t shadow[FZ_NODES][HAK_SHM_FILL_SLOTS];
     uint32_t ret_head;
@@ -525,10 +532,14 @@ static struct snap {
 static void take_snap(struct snap *s, const struct client *c)
 {
     s->c = c;
+    _Atomic uint32_t *words = hak_shm_idle_words(c->ctrl, &c->layout);
     for (uint32_t i = 0; i < c->layout.capacity; i++) {
         s->state[i] = c->ss[i].state;
         s->node[i] = c->ss[i].node;
+        s->taken[i] = c->ss[i].taken;
+        s->word[i] = atomic_load(&words[i]);
     }
+    s->acked = c->acked;
     for (uint32_t nd = 0; nd < c->layout.nnodes; nd++) {
         const struct hak_shm_fill_ring *r =
             (const void *)((const char *)c->ctrl + hak_shm_fill_ring_offset(nd));
@@ -566,27 +577,32 @@ static bool was_held(const struct snap *s, uint32_t idx)
 
 /* Every offset the daemon took back in the tick was in range, aligned,
  * held by this client, and taken once. */
-static void check_returns(const struct snap *s)
+static void check_returns(const struct snap *s, uint32_t now)
 {
     const struct client *c = s->c;
     const struct hak_shm_layout *l = &c->layout;
     uint32_t consumed = c->ret_head - s->ret_head;
-    uint64_t accepted = c->returned - s->returned, popped = 0, taken = 0;
+    uint64_t accepted = c->returned - s->returned + c->acked - s->acked, popped = 0, taken = 0;
     FZ_ASSERT(accepted <= consumed && consumed - accepted <= (c->state == CL_DEAD ? 1u : 0u));
     for (uint32_t k = 0; k < accepted; k++) {
         uint64_t off = s->slot[(s->ret_head + k) & RETURN_MASK];
         FZ_ASSERT(off >= l->ss_offset && off < l->file_size && ((off - l->ss_offset) & (HAK_SHM_SS_SIZE - 1)) == 0);
         uint32_t idx = (uint32_t)((off - l->ss_offset) >> HAK_SHM_SS_SHIFT);
-        FZ_ASSERT(!(taken >> idx & 1) && was_held(s, idx));
+        /* Given back while in its hands, or pushed back after we took it. */
+        FZ_ASSERT(!(taken >> idx & 1) && (was_held(s, idx) || s->taken[idx]));
         taken |= 1ull << idx;
     }
+    /* Served: what was popped and still waiting, not what we took back. */
     for (uint32_t nd = 0; nd < l->nnodes; nd++)
-        popped += c->node[nd].head - s->head[nd];
+        for (uint32_t p = s->head[nd]; p != c->node[nd].head; p++)
+            popped += s->state[s->shadow[nd][p & FILL_MASK]] == SS_RING;
     FZ_ASSERT(c->served - s->served == popped);
-    /* What the client held and did not give back stays its own. */
+    /* What the client held and did not give back stays its own, unless its
+     * idle word said it was idle past its deadline. */
     for (uint32_t idx = 0; c->state == CL_SESSION && idx < l->capacity; idx++)
         if (!(taken >> idx & 1) && was_held(s, idx))
-            FZ_ASSERT(c->ss[idx].state == SS_CLIENT);
+            FZ_ASSERT(c->ss[idx].state == SS_CLIENT ||
+                      (c->ss[idx].taken && c->ss[idx].state == SS_PUNCHING && hak_idle_due(s->word[idx], now)));
 }
 
 /* Pages the daemon allocated for the cgroup (all of ours: one cgroup). */
@@ -612,7 +628,7 @@ void fz_tick(uint32_t ms)
         FZ_ASSERT(after * HAK_SHM_SS_SIZE + ((uint64_t)pd.set.cgroup_reserve_mb << 20) <= cg_room);
     /* A client dropped meanwhile is still allocated: its receive holds it. */
     for (unsigned i = 0; i < n; i++)
-        check_returns(&snaps[i]);
+        check_returns(&snaps[i], (uint32_t)clock_ms);
     settle();
 }
 
@@ -651,16 +667,50 @@ struct hak_shm_return_ring *fz_return_ring(struct fz_conn *k)
     return (struct hak_shm_return_ring *)((char *)k->view + hak_shm_return_ring_offset(k->layout.nnodes));
 }
 
+/* Popped: ours by a CAS of its idle word (RING -> BUSY); one the daemon
+ * took back from the ring is pushed back to it, as the client does. */
 unsigned fz_client_pop(struct fz_conn *k, uint32_t node, unsigned n)
 {
     struct hak_shm_fill_ring *r = fz_fill_ring(k, node);
     unsigned got = 0;
     uint64_t off;
+    uint32_t idx;
     while (r && got < n && k->nheld < FZ_HELD && hak_fill_ring_pop(r, &off) == 1) {
-        k->held[k->nheld++] = off;
-        got++;
+        if (hak_shm_ss_index(&k->layout, off, &idx) != HAK_SHM_OFF_OK)
+            continue;
+        uint32_t w = HAK_IDLE_RING;
+        if (atomic_compare_exchange_strong(&hak_shm_idle_words(k->view, &k->layout)[idx], &w, HAK_IDLE_BUSY)) {
+            k->held[k->nheld++] = off;
+            got++;
+        } else if (w == HAK_IDLE_TAKEN) {
+            hak_return_ring_push(fz_return_ring(k), off);
+        }
     }
     return got;
+}
+
+/* One it holds waits idle from now on, with a deadline d ms away; or,
+ * with reuse, is taken back into use (CAS: the daemon may have won). */
+void fz_client_idle(struct fz_conn *k, unsigned which, uint8_t d, bool reuse)
+{
+    uint32_t idx;
+    if (!k->view || k->nheld == 0)
+        return;
+    which %= k->nheld;
+    if (hak_shm_ss_index(&k->layout, k->held[which], &idx) != HAK_SHM_OFF_OK)
+        return;
+    _Atomic uint32_t *w = &hak_shm_idle_words(k->view, &k->layout)[idx];
+    if (!reuse) {
+        uint32_t now = atomic_load(&k->view->now_ms);
+        atomic_store(w, hak_idle_deadline(now + d));
+        atomic_fetch_add(&k->view->c_idle, 1);
+        return;
+    }
+    uint32_t v = atomic_load(w);
+    if (v > HAK_IDLE_RING && !atomic_compare_exchange_strong(w, &v, HAK_IDLE_BUSY))
+        v = atomic_load(w);
+    if (v == HAK_IDLE_TAKEN && hak_return_ring_push(fz_return_ring(k), k->held[which]))
+        k->held[which] = k->held[--k->nheld]; /* the daemon's now */
 }
 
 bool fz_client_return(struct fz_conn *k, unsigned which)

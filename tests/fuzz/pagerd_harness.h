@@ -68,6 +68,7 @@ struct hak_shm_return_ring *fz_return_ring(struct fz_conn *k);
 /* A well-behaved client: pop up to n from a node's ring, give back one. */
 unsigned fz_client_pop(struct fz_conn *k, uint32_t node, unsigned n);
 bool fz_client_return(struct fz_conn *k, unsigned which);
+void fz_client_idle(struct fz_conn *k, unsigned which, uint8_t deadline_ms, bool reuse);
 void fz_check(void);
 /* Every client hangs up, every request completes; nothing may be left. */
 void fz_finish(void);
