@@ -13,7 +13,7 @@
 
 #include "internal.h"
 
-static _Atomic uint64_t next_ns;
+static _Atomic uint64_t last_ns; /* of the last pass from a slow path */
 static _Atomic int background; /* 0 none, 1 running (or starting) */
 
 size_t hak_decay_all(void)
@@ -59,8 +59,8 @@ void hak_decay_maybe(void)
 {
     if (hak_opt.background && !atomic_load_explicit(&background, HAK_RELAXED))
         background_start();
-    uint64_t now = hak_now_ns(), due = atomic_load_explicit(&next_ns, HAK_RELAXED);
-    if (now < due || !atomic_compare_exchange_strong(&next_ns, &due, now + hak_opt.decay_ms * 1000000u / 2))
+    uint64_t now = hak_now_ns(), last = atomic_load_explicit(&last_ns, HAK_RELAXED);
+    if (now - last < hak_opt.decay_ms * 1000000u / 2 || !atomic_compare_exchange_strong(&last_ns, &last, now))
         return;
     hak_decay_all();
 }

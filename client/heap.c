@@ -389,6 +389,18 @@ static void fold_tls_stats(struct hak_heap *h, struct hak_tls *t)
     }
 }
 
+/* Flush every cache and give back the emptied SuperSlabs, idle since
+ * idle_ns (0: now). Heap locked. */
+static void empty_caches(struct hak_heap *h, uint64_t idle_ns)
+{
+    h->release_idle_ns = idle_ns; /* for what the flushes release */
+    for (unsigned c = 1; c < HAK_NCLASS; c++)
+        hak_heap_flush(h, c, 0);
+    hak_heap_drain_notify(h);
+    hak_ss_release_empty(h, idle_ns);
+    h->release_idle_ns = 0;
+}
+
 /* Flush every cache and abandon every SuperSlab. Heap locked. */
 static void heap_empty_out(struct hak_heap *h)
 {
@@ -425,7 +437,8 @@ void hak_heap_thread_exit(struct hak_heap *h)
      * and parked it would wait for whichever thread takes this heap. Its
      * SuperSlabs are abandoned instead, for the next thread in need to
      * adopt, remote frees and all. */
-    if (park && live_bytes(h) > PARK_LIVE_MAX) {
+    uint64_t live = park ? live_bytes(h) : 0;
+    if (park && live > PARK_LIVE_MAX) {
         hak_unlock(&h->lock);
         hak_lock(&pool_lock);
         nparked--;
@@ -434,19 +447,20 @@ void hak_heap_thread_exit(struct hak_heap *h)
         hak_lock(&h->lock);
     }
     if (park) {
-        /* What is live stays for the next thread; what is not goes back
-         * now (cached blocks, emptied SuperSlabs), since no thread may come
-         * to take it over, or none before the daemon or the decay would
-         * want it. */
-        for (unsigned c = 1; c < HAK_NCLASS; c++)
-            hak_heap_flush(h, c, 0);
-        hak_heap_drain_notify(h);
-        hak_ss_release_empty(h);
+        /* A thread that left nothing live behind has nothing for a
+         * successor to take over but caches and empty SuperSlabs: they go
+         * back now (and so, with the daemon, can be taken back from an idle
+         * program). Otherwise the caches stay with the live blocks, and
+         * the decay empties them if no thread comes (hak_heap_decay_all). */
+        if (live == 0)
+            empty_caches(h, 0);
         fold_tls_stats(h, t);
         memcpy(h->park.c, t->c, sizeof t->c);
         memset(t->c, 0, sizeof t->c);
         h->tls = &h->park;
         h->parked = 1;
+        h->parked_ns = hak_now_ns();
+        h->park_cached = live != 0;
     } else {
         heap_empty_out(h);
     }
@@ -465,11 +479,19 @@ void hak_heap_thread_exit(struct hak_heap *h)
 size_t hak_heap_decay_all(void)
 {
     size_t bytes = 0;
+    uint64_t now = hak_now_ns(), decay = hak_opt.decay_ms * 1000000u;
     /* Heaps are never removed from the list: no pool lock (a slow path may
      * call this, and fork's prepare takes that lock, then every heap's). */
     for (struct hak_heap *h = hak_heap_first(); h; h = h->all_next)
         if (hak_lock_try(&h->lock)) {
-            bytes += hak_ss_purge_units(h, false);
+            /* Parked past the decay: no thread came for its caches, which
+             * have been idle since: what they held goes back at once. */
+            bool stale = h->parked && now - h->parked_ns >= decay && h->park_cached;
+            if (stale) {
+                empty_caches(h, h->parked_ns);
+                h->park_cached = 0;
+            }
+            bytes += hak_ss_purge_units(h, stale);
             hak_unlock(&h->lock);
         }
     return bytes;

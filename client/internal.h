@@ -165,7 +165,7 @@ struct hak_provision_stats {
     uint64_t unit_bytes;  /* pages of free units in use SuperSlabs given back */
 };
 unsigned hak_provision_acquire(uint32_t *out, unsigned want) HAK_HIDDEN;
-void hak_provision_release(uint32_t idx) HAK_HIDDEN;
+void hak_provision_release(uint32_t idx, uint64_t idle_ns) HAK_HIDDEN; /* idle since (0: now) */
 void hak_provision_decommit(uint32_t idx, unsigned unit, unsigned n) HAK_HIDDEN;
 size_t hak_provision_trim(bool force) HAK_HIDDEN;
 void hak_provision_stats(struct hak_provision_stats *out) HAK_HIDDEN;
@@ -252,7 +252,7 @@ static inline struct hak_slab *hak_slab_of(const void *p)
 bool hak_ss_new_slab(struct hak_heap *h, unsigned cls) HAK_HIDDEN;
 void hak_ss_unit_freed(struct hak_heap *h, uint32_t idx) HAK_HIDDEN;
 void hak_ss_release_pending(struct hak_heap *h, bool keep) HAK_HIDDEN;
-void hak_ss_release_empty(struct hak_heap *h) HAK_HIDDEN;
+void hak_ss_release_empty(struct hak_heap *h, uint64_t idle_ns) HAK_HIDDEN; /* idle since (0: now) */
 size_t hak_ss_purge_units(struct hak_heap *h, bool force) HAK_HIDDEN;
 void hak_ss_abandon_all(struct hak_heap *h) HAK_HIDDEN;
 bool hak_ss_adopt_one(struct hak_heap *h) HAK_HIDDEN;

@@ -162,8 +162,8 @@ unsigned hak_provision_acquire(uint32_t *out, unsigned want)
 }
 
 /* An emptied SuperSlab (no live slab) waits warm for the decay; its
- * backend learns how long. */
-void hak_provision_release(uint32_t idx)
+ * backend learns how long. idle_ns: idle since then (0: now). */
+void hak_provision_release(uint32_t idx, uint64_t idle_ns)
 {
     struct hak_ss *ss = hak_cold(idx);
     HAK_ASSERT(ss->free_units == HAK_ALL_UNITS);
@@ -171,10 +171,13 @@ void hak_provision_release(uint32_t idx)
     atomic_fetch_add_explicit(&released[ss->provider], 1, HAK_RELAXED);
     hak_lock(&warm.lock);
     uint64_t now = hak_now_ns();
-    /* With the daemon there, only its memory waits warm: it can take that
+    /* Idle past the decay already (a parked heap's caches): back at once.
+     * With the daemon there, only its memory waits warm: it can take that
      * back from an idle program, while in-process memory (what the daemon
-     * could not serve in a burst) would wait for an allocator call. */
-    if (ss->provider == HAK_PROV_EMBEDDED && hak_pagerd_live()) {
+     * could not serve in a burst) would wait for an allocator call. The
+     * list stays in order of idle time: oldest at the tail. */
+    if ((idle_ns && now - idle_ns >= hak_opt.decay_ms * 1000000u) ||
+        (ss->provider == HAK_PROV_EMBEDDED && hak_pagerd_live())) {
         retire(idx, true);
     } else {
         warm_push(idx, now);

@@ -163,10 +163,11 @@ void hak_ss_unit_freed(struct hak_heap *h, uint32_t idx)
     }
 }
 
-/* Keep one emptied SuperSlab for reuse (if keep) and give the others back.
- * The notify stack is drained first: a SuperSlab leaves this heap only when
- * none of its slabs is still on the stack. Draining may empty more. */
-void hak_ss_release_pending(struct hak_heap *h, bool keep)
+/* Keep one emptied SuperSlab for reuse (if keep) and give the others back,
+ * idle since idle_ns (0: now). The notify stack is drained first: a
+ * SuperSlab leaves this heap only when none of its slabs is still on the
+ * stack. Draining may empty more. */
+static void release_pending(struct hak_heap *h, bool keep, uint64_t idle_ns)
 {
     while (h->ss_pending != HAK_NO_SS) {
         /* A freer still on its way to our stack could land a slab of a
@@ -180,22 +181,27 @@ void hak_ss_release_pending(struct hak_heap *h, bool keep)
             hlist_push(h, idx, HAK_SSL_EMPTY);
         } else {
             h->nss--;
-            hak_provision_release(idx);
+            hak_provision_release(idx, idle_ns);
         }
     }
 }
 
-/* Give back every empty SuperSlab, the kept ones included. Their slabs
- * have held no block since the drain that made them pending, so none is on
- * the notify stack. */
-void hak_ss_release_empty(struct hak_heap *h)
+void hak_ss_release_pending(struct hak_heap *h, bool keep)
 {
-    hak_ss_release_pending(h, false);
+    release_pending(h, keep, h->release_idle_ns);
+}
+
+/* Give back every empty SuperSlab, the kept ones included, idle since
+ * idle_ns (0: now). Their slabs have held no block since the drain that
+ * made them pending, so none is on the notify stack. */
+void hak_ss_release_empty(struct hak_heap *h, uint64_t idle_ns)
+{
+    release_pending(h, false, idle_ns);
     while (h->ss_empty != HAK_NO_SS) {
         uint32_t idx = h->ss_empty;
         hlist_remove(h, idx);
         h->nss--;
-        hak_provision_release(idx);
+        hak_provision_release(idx, idle_ns);
     }
 }
 
@@ -368,7 +374,7 @@ void hak_ss_abandon_all(struct hak_heap *h)
             }
         }
     }
-    hak_ss_release_empty(h);
+    hak_ss_release_empty(h, 0);
     /* What is left holds live blocks. Mark it abandoned, wait until no
      * remote freer can still push onto our notify stack, drain it (which now
      * only clears flags), then publish the SuperSlabs for adoption. */

@@ -15,7 +15,7 @@ static void trim_heap(struct hak_heap *h)
     hak_heap_drain_notify(h);
     while (hak_ss_adopt_one(h))
         ;
-    hak_ss_release_empty(h);
+    hak_ss_release_empty(h, 0);
     hak_ss_purge_units(h, true);
     hak_unlock(&h->lock);
 }

@@ -172,7 +172,12 @@ struct hak_heap {
     uint64_t cap_bytes;           /* owner: sum of cache capacity x size, kept as caps
                                      grow and recounted by each budget check */
     uint8_t in_use;               /* heap pool lock: a thread (or the orphan role) has it */
-    uint8_t parked;               /* heap pool lock: on the free list with contents */
+    uint8_t parked;               /* heap pool lock and heap lock: on the free list with
+                                     contents */
+    uint64_t parked_ns;           /* heap lock: when it was parked */
+    uint8_t park_cached;          /* heap lock: parked with its caches (not yet emptied) */
+    uint64_t release_idle_ns;     /* heap lock: what it gives back now was idle since
+                                     then (0: now) */
     uint8_t is_orphan;            /* the shared heap for threads past their exit */
     struct hak_heap *all_next;    /* heap pool lock: list of every heap ever made */
     struct hak_heap *free_next;   /* heap pool lock */

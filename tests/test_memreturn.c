@@ -170,6 +170,42 @@ static void test_exited_threads_memory_decays_at_the_next_slow_path(void **state
     assert_true(after - base < NEAR_KIB);
 }
 
+static void *fill_and_keep_one(void *arg)
+{
+    static void *kept;
+    struct blocks b = fill(64 * MIB, (uint64_t)(uintptr_t)arg);
+    kept = b.p[0];
+    b.p[0] = b.p[--b.n];
+    release(&b);
+    (void)kept; /* live when the thread exits: its heap is parked with its caches */
+    return NULL;
+}
+
+/* A thread exits with a block still live: its heap is parked, caches and
+ * all, for a thread that never comes. After the decay another thread's
+ * slow path empties those caches and returns what they held. */
+static void test_parked_caches_decay(void **state)
+{
+    (void)state;
+    uint64_t decay = hak_opt.decay_ms;
+    hak_opt.decay_ms = 50;
+    hak_trim(0);
+    long base = own_kib();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fill_and_keep_one, (void *)20), 0);
+    pthread_join(t, NULL);
+    long exited = own_kib();
+    struct timespec ts = {0, 300 * 1000000};
+    nanosleep(&ts, NULL);
+    keep_working();
+    long after = own_kib();
+    printf("memory return (a thread exited leaving one block, decay %llu ms, later calls): hakmem's own: "
+           "baseline %ld KiB, thread exited %ld KiB, after %ld KiB\n",
+           (unsigned long long)hak_opt.decay_ms, base, exited, after);
+    hak_opt.decay_ms = decay;
+    assert_true(after - base < NEAR_KIB);
+}
+
 static void test_background_thread_returns_memory_without_calls(void **state)
 {
     (void)state;
@@ -231,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_decay_returns_memory_without_trim),
         cmocka_unit_test(test_own_memory_is_hakmem_only),
         cmocka_unit_test(test_exited_threads_memory_decays_at_the_next_slow_path),
+        cmocka_unit_test(test_parked_caches_decay),
         /* last: its thread stays */
         cmocka_unit_test(test_background_thread_returns_memory_without_calls),
     };

@@ -34,7 +34,7 @@ static void test_acquire_extends_in_batches(void **state)
     assert_true(hak_os_calls(HAK_OS_MPROTECT) - mprotect0 <= 2 * extends);
     assert_int_equal(hak_os_calls(HAK_OS_MMAP) - mmap0, 0);
     for (int i = 0; i < 40; i++)
-        hak_provision_release(got[i]);
+        hak_provision_release(got[i], 0);
 }
 
 static void test_most_recent_release_is_reused_first(void **state)
@@ -45,12 +45,12 @@ static void test_most_recent_release_is_reused_first(void **state)
     assert_int_equal(hak_provision_acquire(&b, 1), 1);
     touch(a);
     touch(b);
-    hak_provision_release(a);
-    hak_provision_release(b);
+    hak_provision_release(a, 0);
+    hak_provision_release(b, 0);
     assert_int_equal(hak_provision_acquire(&again, 1), 1);
     assert_int_equal(again, b); /* warm pages first */
     assert_int_equal(*(unsigned char *)hak_ss_addr(again), 0x5A); /* not purged */
-    hak_provision_release(again);
+    hak_provision_release(again, 0);
 }
 
 static void test_trim_returns_pages_to_the_os(void **state)
@@ -62,7 +62,7 @@ static void test_trim_returns_pages_to_the_os(void **state)
         touch(idx[i]);
     long before = own_kib();
     for (int i = 0; i < 8; i++)
-        hak_provision_release(idx[i]);
+        hak_provision_release(idx[i], 0);
     uint64_t madvise0 = hak_os_calls(HAK_OS_MADVISE);
     struct hak_provision_stats e;
     size_t bytes = hak_provision_trim(true);
@@ -78,7 +78,7 @@ static void test_trim_returns_pages_to_the_os(void **state)
     const unsigned char *p = hak_ss_addr(again);
     for (size_t off = 0; off < HAK_SS_SIZE; off += 4096)
         assert_int_equal(p[off], 0);
-    hak_provision_release(again);
+    hak_provision_release(again, 0);
 }
 
 static void test_decay_purges_idle_superslabs_later(void **state)
@@ -93,13 +93,13 @@ static void test_decay_purges_idle_superslabs_later(void **state)
     touch(a);
     struct hak_provision_stats e0, e1, e2;
     hak_provision_stats(&e0);
-    hak_provision_release(a);
+    hak_provision_release(a, 0);
     hak_provision_stats(&e1);
     assert_int_equal(e1.purged, e0.purged); /* still within the decay */
     assert_int_equal(e1.warm, 1);
     struct timespec ts = {0, 150 * 1000000};
     nanosleep(&ts, NULL);
-    hak_provision_release(b); /* any provider call purges what has decayed */
+    hak_provision_release(b, 0); /* any provider call purges what has decayed */
     hak_provision_stats(&e2);
     assert_int_equal(e2.purged, e0.purged + 1);
     assert_int_equal(e2.warm, 1); /* b, just returned */
