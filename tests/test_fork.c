@@ -1,7 +1,10 @@
 /* fork() from a multi-threaded process under allocation load: the child
  * allocates and frees at once (every lock it inherits is usable), blocks of
  * the parent are intact in the child, and fork's memory semantics hold: a
- * write in the child is invisible to the parent and the reverse. */
+ * write in the child is invisible to the parent and the reverse. The same
+ * with the background thread of HAKMEM_BACKGROUND busy all the time: the
+ * child gets one of its own. */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
@@ -88,9 +91,23 @@ static int child_work(char *parent_block, size_t size)
     return 0;
 }
 
-static void test_fork_under_load(void **state)
+/* Threads of this process (/proc/self/task). */
+static int threads_now(void)
 {
-    (void)state;
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static bool with_background;
+
+static void forks_under_load(int forks)
+{
     pthread_t th[LOADERS];
     for (uintptr_t t = 0; t < LOADERS; t++)
         assert_int_equal(pthread_create(&th[t], NULL, loader, (void *)(t + 5)), 0);
@@ -100,7 +117,7 @@ static void test_fork_under_load(void **state)
      * new thread would then wait for it forever. */
     while (TEST_ASAN && atomic_load(&running) < LOADERS)
         sched_yield();
-    for (int f = 0; f < FORKS; f++) {
+    for (int f = 0; f < forks; f++) {
         size_t size = 4000;
         char *block = hak_malloc(size);
         memset(block, 0x11, size);
@@ -110,6 +127,9 @@ static void test_fork_under_load(void **state)
         assert_true(pid >= 0);
         if (pid == 0) {
             int rc = child_work(block, size);
+            /* Its slow paths started a background thread of its own. */
+            if (!rc && with_background && threads_now() < 2)
+                rc = 14;
             char c;
             /* Wait until the parent has written its copy, then check ours. */
             if (read(to_child[0], &c, 1) != 1)
@@ -141,11 +161,38 @@ static void test_fork_under_load(void **state)
         hak_free((void *)atomic_exchange(&shared[i], 0));
 }
 
+static void test_fork_under_load(void **state)
+{
+    (void)state;
+    forks_under_load(FORKS);
+}
+
+/* A decay of 1 ms keeps the background thread (and every slow path) in
+ * the decay pass most of the time, so forks land in the middle of it. Not
+ * under TSan, which cannot start the child's background thread. */
+static void test_fork_with_the_background_thread(void **state)
+{
+    (void)state;
+    if (TEST_TSAN) {
+        print_message("not under TSan: the child could not start its background thread\n");
+        return;
+    }
+    uint64_t decay = hak_opt.decay_ms;
+    hak_opt.decay_ms = 1;
+    hak_opt.background = 1;
+    with_background = true;
+    atomic_store(&stop, false);
+    atomic_store(&running, 0);
+    forks_under_load(FORKS / 3);
+    hak_opt.decay_ms = decay;
+}
+
 int main(void)
 {
     hak_free(hak_malloc(1));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fork_under_load),
+        cmocka_unit_test(test_fork_with_the_background_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
