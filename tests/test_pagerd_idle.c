@@ -172,7 +172,9 @@ static void run_child(const struct daemon *d, const char *mode, const char *deca
 
 static uint64_t reclaimed_total(const struct daemon *d)
 {
-    /* The client is gone: the daemon logged what it took at the end. */
+    /* The client is gone: the daemon logs what it took once it has seen
+     * the hang-up. */
+    assert_true(WAIT_FOR(log_count(d, "disconnect pid=") >= 1, 3000));
     const char *log = read_file_text(d->log);
     const char *p = strstr(log, "reclaimed=");
     return p ? strtoull(p + 10, NULL, 10) : 0;
