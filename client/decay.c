@@ -23,7 +23,7 @@ size_t hak_decay_all(void)
 
 static uint64_t period_ns(void)
 {
-    uint64_t p = hak_opt.decay_ms * 1000000u / 4;
+    uint64_t p = hak_decay_ms() * 1000000u / 4;
     return p < 10000000u ? 10000000u : p > 1000000000u ? 1000000000u : p;
 }
 
@@ -57,10 +57,10 @@ static void background_start(void)
 /* From a slow path, no lock held. */
 void hak_decay_maybe(void)
 {
-    if (hak_opt.background && !atomic_load_explicit(&background, HAK_RELAXED))
+    if (__atomic_load_n(&hak_opt.background, __ATOMIC_RELAXED) && !atomic_load_explicit(&background, HAK_RELAXED))
         background_start();
     uint64_t now = hak_now_ns(), last = atomic_load_explicit(&last_ns, HAK_RELAXED);
-    if (now - last < hak_opt.decay_ms * 1000000u / 2 || !atomic_compare_exchange_strong(&last_ns, &last, now))
+    if (now - last < hak_decay_ms() * 1000000u / 2 || !atomic_compare_exchange_strong(&last_ns, &last, now))
         return;
     hak_decay_all();
 }

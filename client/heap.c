@@ -479,7 +479,7 @@ void hak_heap_thread_exit(struct hak_heap *h)
 size_t hak_heap_decay_all(void)
 {
     size_t bytes = 0;
-    uint64_t now = hak_now_ns(), decay = hak_opt.decay_ms * 1000000u;
+    uint64_t now = hak_now_ns(), decay = hak_decay_ms() * 1000000u;
     /* Heaps are never removed from the list: no pool lock (a slow path may
      * call this, and fork's prepare takes that lock, then every heap's). */
     for (struct hak_heap *h = hak_heap_first(); h; h = h->all_next)

@@ -343,6 +343,11 @@ struct hak_options {
 };
 extern struct hak_options hak_opt HAK_HIDDEN;
 void hak_options_init(void) HAK_HIDDEN;
+/* Read by the background thread too, and set by tests at run time. */
+static inline uint64_t hak_decay_ms(void)
+{
+    return __atomic_load_n(&hak_opt.decay_ms, __ATOMIC_RELAXED);
+}
 
 /* ---- init.c: process start-up and fork ---- */
 extern _Atomic int hak_init_state HAK_HIDDEN;  /* 0 none, 1 running, 2 done */

@@ -101,7 +101,7 @@ static bool insert(uintptr_t p, size_t len)
 /* Return cached mappings idle past the decay (all if force). lg.lock held. */
 static size_t cache_purge(bool force)
 {
-    uint64_t now = hak_now_ns(), decay = hak_opt.decay_ms * 1000000u;
+    uint64_t now = hak_now_ns(), decay = hak_decay_ms() * 1000000u;
     size_t bytes = 0;
     for (int i = 0; i < CACHE_SLOTS; i++) {
         struct cached_map *m = &lg.cache[i];

@@ -90,7 +90,7 @@ static void retire(uint32_t idx, bool now)
  * first. warm.lock held. Returns bytes. */
 static size_t decay_warm(uint64_t now, bool force)
 {
-    uint64_t decay = hak_opt.decay_ms * 1000000u;
+    uint64_t decay = hak_decay_ms() * 1000000u;
     size_t bytes = 0;
     while (warm.tail != HAK_NO_SS) {
         uint32_t idx = warm.tail;
@@ -176,12 +176,12 @@ void hak_provision_release(uint32_t idx, uint64_t idle_ns)
      * back from an idle program, while in-process memory (what the daemon
      * could not serve in a burst) would wait for an allocator call. The
      * list stays in order of idle time: oldest at the tail. */
-    if ((idle_ns && now - idle_ns >= hak_opt.decay_ms * 1000000u) ||
+    if ((idle_ns && now - idle_ns >= hak_decay_ms() * 1000000u) ||
         (ss->provider == HAK_PROV_EMBEDDED && hak_pagerd_live())) {
         retire(idx, true);
     } else {
         warm_push(idx, now);
-        backend_of(idx)->idle(idx, (uint32_t)hak_opt.decay_ms);
+        backend_of(idx)->idle(idx, (uint32_t)hak_decay_ms());
     }
     decay_warm(now, false);
     hak_unlock(&warm.lock);

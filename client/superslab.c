@@ -220,7 +220,7 @@ static size_t purge_ss(uint32_t idx, uint32_t now_ms, bool force)
     uint16_t due = 0;
     for (uint16_t d = ss->dirty_units; d; d &= (uint16_t)(d - 1)) {
         unsigned u = (unsigned)__builtin_ctz(d);
-        if (force || now_ms - ss->unit_idle_ms[u] >= hak_opt.decay_ms)
+        if (force || now_ms - ss->unit_idle_ms[u] >= hak_decay_ms())
             due |= (uint16_t)(1u << u);
     }
     ss->dirty_units &= (uint16_t)~due;

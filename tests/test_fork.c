@@ -178,13 +178,13 @@ static void test_fork_with_the_background_thread(void **state)
         return;
     }
     uint64_t decay = hak_opt.decay_ms;
-    hak_opt.decay_ms = 1;
-    hak_opt.background = 1;
+    __atomic_store_n(&hak_opt.decay_ms, 1, __ATOMIC_RELAXED); /* the background thread reads it */
+    __atomic_store_n(&hak_opt.background, 1, __ATOMIC_RELAXED);
     with_background = true;
     atomic_store(&stop, false);
     atomic_store(&running, 0);
     forks_under_load(FORKS / 3);
-    hak_opt.decay_ms = decay;
+    __atomic_store_n(&hak_opt.decay_ms, decay, __ATOMIC_RELAXED);
 }
 
 int main(void)
