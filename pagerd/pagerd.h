@@ -215,6 +215,7 @@ struct user {
     uint32_t charged;    /* client_charge() summed over its sessions */
     uint64_t limit_hits; /* refills refused at limit_uid */
     uint64_t refused;    /* connections, sessions, status requests refused */
+    uint64_t refused_logged_ms; /* refusals are logged once a second at most */
     struct rate status;  /* its status requests */
     uint64_t idle_ms;    /* when its last connection ended */
 };

@@ -329,6 +329,12 @@ static void refuse(struct client *c, enum hak_refuse_code code, const char *fmt,
     vsnprintf(m.reason, sizeof m.reason, fmt, ap);
     va_end(ap);
     session_reply(c, &m, sizeof m); /* best effort: it is dropped either way */
+    /* A uid at its limits may ask again and again: one line a second. */
+    uint64_t now = now_ms();
+    if (code == HAK_REFUSE_LIMIT && c->user && now - c->user->refused_logged_ms < PAGERD_LOG_EVERY_MS)
+        return session_end(c);
+    if (code == HAK_REFUSE_LIMIT && c->user)
+        c->user->refused_logged_ms = now;
     session_drop(c, "refused: %s", m.reason);
 }
 
