@@ -97,7 +97,9 @@ static size_t decay_warm(uint64_t now, bool force)
         if (!force && now - hak_cold(idx)->idle_since_ns < decay)
             break;
         warm_unlink(idx);
-        retire(idx, force);
+        /* Idle for the whole decay: its pages go now, not after the
+         * daemon's own reclaim delay. */
+        retire(idx, true);
         bytes += HAK_SS_SIZE;
     }
     return bytes;
