@@ -36,23 +36,6 @@ static long minflt(void)
     return ru.ru_minflt;
 }
 
-static long rss_kib(void)
-{
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = 0;
-    long size, resident;
-    if (sscanf(buf, "%ld %ld", &size, &resident) != 2)
-        return -1;
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -137,13 +120,13 @@ int main(int argc, char **argv)
     }
     uint64_t t1 = now_ns();
     long flt1 = minflt();
-    long rss_grown = rss_kib();
+    long rss_grown = bench_rss_kib();
 
     uint64_t t2 = now_ns();
     for (size_t i = 0; i < n; i++)
         free(ptr[i]);
     uint64_t t3 = now_ns();
-    long rss_freed = rss_kib();
+    long rss_freed = bench_rss_kib();
 
     qsort(lat, n, sizeof *lat, cmp_u32);
     printf("RESULT workload=growth gib=%.3f min=%ld max=%ld blocks=%zu bytes=%llu grow_ms=%.2f "

@@ -12,9 +12,7 @@
  * after the calls, and the whole RSS series (ms:KiB,...). The samples are
  * read with open/read on /proc/self/statm into a stack buffer: sampling
  * allocates nothing. */
-#include <fcntl.h>
 #include <getopt.h>
-#include <unistd.h>
 
 #include "bench_util.h"
 
@@ -26,23 +24,6 @@ struct opts {
     size_t min, max;
     unsigned idle_ms, sample_ms, calls;
 };
-
-static long rss_kib(void)
-{
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = 0;
-    long size, resident;
-    if (sscanf(buf, "%ld %ld", &size, &resident) != 2)
-        return -1;
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
 
 static struct opts o = {2, 512, 16, 65536, 2500, 100, 2000};
 static pthread_barrier_t held;
@@ -71,7 +52,7 @@ static void *worker(void *arg)
     /* All threads at their peak at once: that is the peak RSS. */
     pthread_barrier_wait(&held);
     if (arg == 0) {
-        long r = rss_kib();
+        long r = bench_rss_kib();
         if (r > peak_kib)
             peak_kib = r;
     }
@@ -152,14 +133,14 @@ int main(int argc, char **argv)
     static long series[MAX_SAMPLES];
     unsigned n = 0;
     uint64_t t0 = now_ns();
-    long exited = rss_kib();
+    long exited = bench_rss_kib();
     for (unsigned ms = 0; ms <= o.idle_ms; ms += o.sample_ms) {
         sleep_ns(t0 + (uint64_t)ms * 1000000u > now_ns() ? t0 + (uint64_t)ms * 1000000u - now_ns() : 0);
-        series[n++] = rss_kib();
+        series[n++] = bench_rss_kib();
     }
     long idle = series[n - 1];
     assorted_calls(o.calls);
-    long after = rss_kib();
+    long after = bench_rss_kib();
     printf("RESULT workload=idle threads=%u mib=%zu peak_kb=%ld exited_kb=%ld idle_kb=%ld calls_kb=%ld series=", o.threads,
            o.mib, peak_kib, exited, idle, after);
     for (unsigned i = 0; i < n; i++)

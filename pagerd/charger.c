@@ -180,19 +180,7 @@ void charge_replied(struct req *r, int res)
 static bool charger_send(struct memcg *cg, struct client *c, struct req *r, uint64_t off, uint64_t len)
 {
     struct charge_request m = {.seq = cg->ch.seq, .off = off, .len = len};
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } cm;
-    memset(&cm, 0, sizeof cm);
-    struct iovec iov = {.iov_base = &m, .iov_len = sizeof m};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
-    struct cmsghdr *ch = CMSG_FIRSTHDR(&msg);
-    ch->cmsg_level = SOL_SOCKET;
-    ch->cmsg_type = SCM_RIGHTS;
-    ch->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(ch), &c->memfd, sizeof(int));
-    if (sendmsg(cg->ch.sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof m)
+    if (!send_with_fd(cg->ch.sock, &m, sizeof m, c->memfd))
         return false;
     r->seq = cg->ch.seq++;
     r->next = NULL;

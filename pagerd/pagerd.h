@@ -352,6 +352,7 @@ void session_unref(struct client *c);
 void session_close_all(void);
 void session_free_all(void);
 bool session_reply(struct client *c, const void *msg, size_t len);
+bool send_with_fd(int sock, const void *buf, size_t len, int fd);
 
 /* pool.c */
 void pool_topology(uint32_t fake_nodes);

@@ -338,6 +338,25 @@ static void refuse(struct client *c, enum hak_refuse_code code, const char *fmt,
     session_drop(c, "refused: %s", m.reason);
 }
 
+/* One datagram with a descriptor attached (SCM_RIGHTS), never blocking:
+ * true if all of it went. */
+bool send_with_fd(int sock, const void *buf, size_t len, int fd)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } cm;
+    memset(&cm, 0, sizeof cm);
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
+    struct cmsghdr *ch = CMSG_FIRSTHDR(&msg);
+    ch->cmsg_level = SOL_SOCKET;
+    ch->cmsg_type = SCM_RIGHTS;
+    ch->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(ch), &fd, sizeof(int));
+    return sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len;
+}
+
 static bool send_welcome(struct client *c)
 {
     struct hak_msg_welcome m;
@@ -345,19 +364,7 @@ static bool send_welcome(struct client *c)
     hak_msg_init(&m.hdr, HAK_MSG_WELCOME, sizeof m);
     m.layout = c->layout;
     m.session = c->session;
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } cm;
-    memset(&cm, 0, sizeof cm);
-    struct iovec iov = {.iov_base = &m, .iov_len = sizeof m};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
-    struct cmsghdr *ch = CMSG_FIRSTHDR(&msg);
-    ch->cmsg_level = SOL_SOCKET;
-    ch->cmsg_type = SCM_RIGHTS;
-    ch->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(ch), &c->memfd, sizeof(int));
-    return sendmsg(c->sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof m;
+    return send_with_fd(c->sock, &m, sizeof m, c->memfd);
 }
 
 /* ---- the client's file ---- */
