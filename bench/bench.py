@@ -33,10 +33,11 @@ CPUS = os.cpu_count() or 1
 
 # Parameters per mode. In the workload arguments, {T} is --threads (default:
 # the number of CPUs), {P} = T/2 producer/consumer pairs (at least 1), {S}
-# seconds per timed run, {churn_threads} and {gib} as below.
+# seconds per timed run, {LS} the standard Larson run's seconds (5 in the
+# suites' own runs), {churn_threads} and {gib} as below.
 MODES = {
-    "quick": {"reps": 3, "S": 0.8, "churn_threads": 10000, "gib": 0.5, "idle_mib": 256, "timeout": 60},
-    "full": {"reps": 5, "S": 3.0, "churn_threads": 20000, "gib": 1.0, "idle_mib": 512, "timeout": 300},
+    "quick": {"reps": 3, "S": 0.8, "LS": 2.0, "churn_threads": 10000, "gib": 0.5, "idle_mib": 256, "timeout": 60},
+    "full": {"reps": 5, "S": 3.0, "LS": 5.0, "churn_threads": 20000, "gib": 1.0, "idle_mib": 512, "timeout": 300},
 }
 
 # Each workload: name, program, arguments, the result key it is judged by
@@ -48,6 +49,9 @@ WORKLOADS = [
      "args": "--threads {T} --seconds {S} --min 1024 --max 8192 --slots 1000 --rounds 10"},
     {"name": "larson_8_1000", "prog": "larson",
      "args": "--threads {T} --seconds {S} --min 8 --max 1000 --slots 5000 --rounds 100"},
+    # Larson & Krishnan's run as the allocator suites make it: larson 5 8 1000 5000 100 4141 T.
+    {"name": "larson_std", "prog": "larson",
+     "args": "--standard --threads {T} --seconds {LS} --min 8 --max 1000 --slots 5000 --rounds 100 --seed 4141"},
     {"name": "mid_8k", "prog": "mid_large_mt",
      "args": "--threads {T} --seconds {S} --min 8192 --max 8192 --live 256"},
     {"name": "mid_2k_64k", "prog": "mid_large_mt",
@@ -58,6 +62,8 @@ WORKLOADS = [
      "args": "--threads {T} --seconds {S} --min 16 --max 32768 --live 10000"},
     {"name": "xthread", "prog": "xthread",
      "args": "--pairs {P} --seconds {S} --min 16 --max 1024 --batch 64 --depth 16"},
+    {"name": "prodcons", "prog": "prodcons",
+     "args": "--producers {T} --consumers {T} --seconds {S} --min 16 --max 1024 --batch 64 --depth 64"},
     {"name": "churn", "prog": "churn",
      "args": "--threads {churn_threads} --concurrent 4 --blocks 100 --min 16 --max 512",
      "metric": "threads_per_sec", "unit": "kthr/s", "scale": 1e-3},

@@ -9,6 +9,14 @@
  * are therefore part of the load. After S seconds every chain stops at the
  * end of its current round.
  *
+ * --standard runs it as Larson & Krishnan's larson.cpp does and as the
+ * allocator benchmark suites run it (`larson 5 8 1000 5000 100 4141 2`: 5 s,
+ * 8-1000 B, 5,000 blocks per thread, 100 rounds, seed 4141): the main thread
+ * fills every array and then replaces 4 N of its blocks at random, so the
+ * first threads free blocks the main thread made; a thread checks the stop
+ * flag after every replacement, not every round; a block gets its first two
+ * bytes written, as there.
+ *
  * Result: operations per second, an operation being one malloc or one free,
  * over the time from the creation of the first threads to the last chain
  * stopping. */
@@ -21,6 +29,7 @@
 struct run {
     size_t slots, min, max;
     long rounds;
+    bool standard;
     _Atomic int stop;
     _Atomic int done;
     pthread_attr_t detached;
@@ -43,21 +52,32 @@ static void *chain_thread(void *arg)
     uint64_t rng = c->rng, ops = 0;
     bool stopped = false;
 
-    for (long round = 0; round < r->rounds; round++) {
+    for (long round = 0; round < r->rounds && !stopped; round++) {
         if (atomic_load_explicit(&r->stop, memory_order_relaxed)) {
             stopped = true;
             break;
         }
-        for (size_t i = 0; i < n; i++) {
+        size_t i;
+        for (i = 0; i < n; i++) {
             uint64_t x = rng_next(&rng);
             uint32_t k = below32((uint32_t)(x >> 32), (uint32_t)n);
             free(slot[k]);
             size_t size = size_uniform((uint32_t)x, lo, hi);
             char *p = xmalloc(size);
-            bench_touch(p, size, (char)(k ^ i));
             slot[k] = p;
+            if (!r->standard) {
+                bench_touch(p, size, (char)(k ^ i));
+                continue;
+            }
+            p[0] = 'a';
+            p[size > 1] = 'b';
+            if (atomic_load_explicit(&r->stop, memory_order_relaxed)) {
+                stopped = true;
+                i++;
+                break;
+            }
         }
-        ops += 2 * n;
+        ops += 2 * i;
     }
     c->rng = rng;
     c->ops += ops;
@@ -82,19 +102,22 @@ static void usage(void)
             "      --max B       largest block size in bytes (default 128)\n"
             "      --slots N     blocks per chain (default 1000)\n"
             "      --rounds R    rounds of N replacements per thread before hand-over (default 10)\n"
-            "      --seed X      random seed (default 1)\n");
+            "      --seed X      random seed (default 1)\n"
+            "      --standard    Larson & Krishnan's procedure (see the top of larson.c)\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     long threads = 2, slots = 1000, rounds = 10, min = 8, max = 128, seed = 1;
+    bool standard = false;
     double seconds = 2.0;
     static const struct option opts[] = {
         {"threads", required_argument, 0, 't'}, {"seconds", required_argument, 0, 's'},
         {"min", required_argument, 0, 'm'},     {"max", required_argument, 0, 'M'},
         {"slots", required_argument, 0, 'n'},   {"rounds", required_argument, 0, 'r'},
-        {"seed", required_argument, 0, 'x'},    {"help", no_argument, 0, 'h'},
+        {"seed", required_argument, 0, 'x'},    {"standard", no_argument, 0, 'S'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     int c;
@@ -108,6 +131,7 @@ int main(int argc, char **argv)
         case 'n': bad = parse_long(optarg, 1, 1L << 24, &slots); break;
         case 'r': bad = parse_long(optarg, 1, 1L << 30, &rounds); break;
         case 'x': bad = parse_long(optarg, 0, 1L << 62, &seed); break;
+        case 'S': standard = true; break;
         default: usage();
         }
         if (bad)
@@ -116,7 +140,8 @@ int main(int argc, char **argv)
     if (optind != argc || min > max)
         usage();
 
-    struct run run = {.slots = (size_t)slots, .min = (size_t)min, .max = (size_t)max, .rounds = rounds};
+    struct run run = {.slots = (size_t)slots, .min = (size_t)min, .max = (size_t)max, .rounds = rounds,
+                      .standard = standard};
     pthread_attr_init(&run.detached);
     pthread_attr_setdetachstate(&run.detached, PTHREAD_CREATE_DETACHED);
 
@@ -136,6 +161,13 @@ int main(int argc, char **argv)
             char *p = xmalloc(size);
             bench_touch(p, size, 1);
             ch->slot[i] = p;
+        }
+        for (long i = 0; standard && i < 4 * slots; i++) {
+            uint32_t k = rng_below(&ch->rng, (uint32_t)slots);
+            free(ch->slot[k]);
+            size_t size = rng_range(&ch->rng, run.min, run.max);
+            ch->slot[k] = xmalloc(size);
+            *(char *)ch->slot[k] = 'a';
         }
     }
 

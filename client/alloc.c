@@ -46,7 +46,8 @@ static void *refill_and_pop(unsigned cls)
     void *b = tcache_pop(&hak_tls.c[cls]);
     if (b)
         return b;
-    hak_decay_maybe();
+    hak_decay_maybe(h);
+    hak_remote_send(&hak_tls);
     hak_lock(&h->lock);
     unsigned n = hak_heap_refill(h, cls);
     hak_unlock(&h->lock);

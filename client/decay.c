@@ -54,12 +54,14 @@ static void background_start(void)
     pthread_attr_destroy(&at);
 }
 
-/* From a slow path, no lock held. */
-void hak_decay_maybe(void)
+/* From a slow path of h's thread, no lock held. The time read here also
+ * tells other threads that h is in use (hak_heap_help_drain). */
+void hak_decay_maybe(struct hak_heap *h)
 {
     if (__atomic_load_n(&hak_opt.background, __ATOMIC_RELAXED) && !atomic_load_explicit(&background, HAK_RELAXED))
         background_start();
     uint64_t now = hak_now_ns(), last = atomic_load_explicit(&last_ns, HAK_RELAXED);
+    atomic_store_explicit(&h->active_ns, now, HAK_RELAXED);
     if (now - last < hak_decay_ms() * 1000000u / 2 || !atomic_compare_exchange_strong(&last_ns, &last, now))
         return;
     hak_decay_all();

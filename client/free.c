@@ -3,8 +3,9 @@
  * hak_free's fast path: is the address in the arena, does this thread own
  * its SuperSlab, is it the start of a block of the class there; then a push
  * onto the thread's cache. One side-table line is read, no lock, no atomic
- * read-modify-write, no call. A block of another thread goes onto its slab's
- * remote list with one CAS. Anything that fails a check is reported. */
+ * read-modify-write, no call. A block of another thread goes to remote.c
+ * (batched per slab, one CAS per batch). Anything that fails a check is
+ * reported. */
 #include "internal.h"
 #include "hakmem.h"
 
@@ -44,57 +45,92 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
     tc->count++;
     tc->frees++;
     struct hak_heap *h = t->heap;
+    hak_remote_send(t);
     hak_lock(&h->lock);
     hak_heap_cache_adapt(h, cls, true);
     hak_heap_flush(h, cls, tc->cap / 2);
     hak_unlock(&h->lock);
-    hak_decay_maybe();
+    hak_decay_maybe(h);
 }
 
-/* A block in the arena that this thread does not own. */
-static HAK_NOINLINE void free_remote(void *p, uintptr_t off)
+/* The slab of p, a block in the arena that this thread does not own, once
+ * p is checked to be the start of an allocated block; *unit: the slab's
+ * first unit. */
+static inline struct hak_slab *remote_slab(void *p, uintptr_t off, struct hak_heap *owner, unsigned *unit,
+                                           unsigned *cls)
 {
     uint32_t idx = (uint32_t)(off >> HAK_SS_SHIFT);
     struct hak_ss_hot *hot = &hak_arena.hot[idx];
-    struct hak_heap *owner = atomic_load(&hot->owner);
-    if (!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED)
+    if (unlikely(!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED))
         hak_fatal_pointer("free", p, "not an allocated block (its SuperSlab is not in use)");
+    unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
+    *cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
+    if (unlikely(!*cls))
+        hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
+    *unit = __atomic_load_n(&hot->head[u], __ATOMIC_RELAXED);
+    uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - (*unit << HAK_UNIT_SHIFT);
+    if (unlikely(!hak_class_is_block(&hak_classes[*cls], x)))
+        hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
+    return &hak_cold(idx)->slab[*unit];
+}
+
+static void count_remote(unsigned cls)
+{
+    if (hak_opt.stats)
+        atomic_fetch_add_explicit(&remote_frees[cls], 1, HAK_RELAXED);
+}
+
+/* The rare cases of a block this thread does not own: its SuperSlab is
+ * abandoned (this thread takes it over), the thread has no heap yet (it
+ * gets one, so its remote frees are batched and sent at its exit), or is
+ * past its exit, or the secure mode is on. */
+static HAK_NOINLINE void free_remote_slow(void *p, uintptr_t off, struct hak_heap *owner)
+{
+    uint32_t idx = (uint32_t)(off >> HAK_SS_SHIFT);
     struct hak_heap *me = hak_tls.heap;
+    if (!me && hak_tls.state == HAK_THREAD_NEW)
+        me = hak_heap_thread_start();
     if (owner == HAK_OWNER_ABANDONED && me && idx < __atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE)) {
         /* Its thread is gone: this thread takes the SuperSlab over, and
          * the block is then one of its own. */
         hak_lock(&me->lock);
         bool mine = hak_ss_claim(me, idx);
-        if (me->ss_pending != HAK_NO_SS)
-            hak_ss_release_pending(me, true);
+        hak_ss_settle(me);
         hak_unlock(&me->lock);
         if (mine) {
             hak_free(p);
             return;
         }
-        owner = atomic_load(&hot->owner);
+        owner = atomic_load(&hak_hot(idx)->owner);
     }
-    unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
-    unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
-    if (!cls)
-        hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
-    if (!hak_class_is_block(&hak_classes[cls], slab_offset(off, hot, u)))
-        hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
-    struct hak_slab *s = &hak_cold(idx)->slab[__atomic_load_n(&hot->head[u], __ATOMIC_RELAXED)];
+    unsigned unit, cls;
+    struct hak_slab *s = remote_slab(p, off, owner, &unit, &cls);
     if (hak_link_key)
         hak_secure_mark_free(p, "free");
-    void *top = atomic_load_explicit(&s->remote, HAK_RELAXED);
-    do
-        hak_link_set(p, top);
-    while (!atomic_compare_exchange_weak_explicit(&s->remote, &top, p, memory_order_seq_cst,
-                                                  HAK_RELAXED));
-    if (!top) {
-        struct hak_heap *idle = hak_slab_notify_owner(hot, s);
-        if (unlikely(idle != NULL))
-            hak_heap_help_drain(idle);
+    struct hak_heap *idle = me && !hak_link_key ? hak_remote_free(&hak_tls, hak_remote_slot(idx, unit), s, p)
+                                                : hak_remote_push_one(s, p);
+    if (idle)
+        hak_heap_help_drain(idle);
+    count_remote(cls);
+}
+
+/* A block in the arena that this thread does not own: into this thread's
+ * batch for its slab (remote.c). */
+static HAK_NOINLINE void free_remote(void *p, uintptr_t off)
+{
+    uint32_t idx = (uint32_t)(off >> HAK_SS_SHIFT);
+    struct hak_heap *owner = atomic_load(&hak_arena.hot[idx].owner);
+    struct hak_tls *t = &hak_tls;
+    if (unlikely(owner == HAK_OWNER_ABANDONED || !t->heap || hak_link_key)) {
+        free_remote_slow(p, off, owner);
+        return;
     }
-    if (hak_opt.stats)
-        atomic_fetch_add_explicit(&remote_frees[cls], 1, HAK_RELAXED);
+    unsigned unit, cls;
+    struct hak_slab *s = remote_slab(p, off, owner, &unit, &cls);
+    struct hak_heap *idle = hak_remote_free(t, hak_remote_slot(idx, unit), s, p);
+    if (unlikely(idle != NULL))
+        hak_heap_help_drain(idle);
+    count_remote(cls);
 }
 
 HAK_API void hak_free(void *p)

@@ -6,12 +6,14 @@
  * the caches' capacities are kept), so the next thread to start takes them
  * over in one copy (servers that run a thread per request do this all the
  * time).
- * A thread that leaves more than PARK_LIVE_MAX of live blocks behind, or
- * finds PARK_MAX heaps parked already, flushes its caches and abandons its
- * SuperSlabs instead, so memory that others free follows whoever needs it
- * and idle memory stays bounded; trim does the same to every parked heap.
+ * A thread that finds PARK_MAX heaps parked already flushes its caches and
+ * abandons its SuperSlabs instead, so idle memory stays bounded; trim does
+ * the same to every parked heap. A heap whose blocks other threads free
+ * while it makes no slow path of its own (parked, or its thread blocked or
+ * done allocating) gives its SuperSlabs to those threads (help_drain), so
+ * memory follows the work.
  * Heaps are carved from permanent memory and recycled, never unmapped:
- * remote freers may hold a stale heap pointer (see hak_slab_notify_owner).
+ * remote freers may hold a stale heap pointer (remote.c).
  *
  * Every heap operation runs under the heap's own lock. Only its thread takes
  * it, so it is uncontended; it exists so that fork's prepare handler can
@@ -27,7 +29,12 @@ __thread struct hak_tls hak_tls __attribute__((tls_model("initial-exec")));
 
 #define HEAP_CHUNK (256 * 1024)
 #define PARK_MAX 8               /* parked heaps at most */
-#define PARK_LIVE_MAX (1u << 20) /* live bytes above which a heap is not parked */
+/* A heap counts as idle, and its SuperSlabs go to the threads freeing into
+ * them, once others drained it IDLE_HELPS times (HAK_HELP_DRAIN slabs
+ * notified each) and its owner made no slow path for IDLE_NS: far beyond
+ * the time a busy machine keeps a running thread off its CPU. */
+#define IDLE_HELPS 2
+#define IDLE_NS (50u * 1000000u)
 
 static hak_lock_t pool_lock = HAK_LOCK_INIT;
 static struct hak_heap *all_heaps;   /* pool_lock; heaps are never removed */
@@ -201,45 +208,12 @@ struct hak_heap *hak_heap_thread_start(void)
         h->parked = 0;
     }
     h->tls = t;
+    atomic_store_explicit(&h->active_ns, hak_now_ns(), HAK_RELAXED);
     hak_unlock(&h->lock);
     t->heap = h;
     t->state = HAK_THREAD_ACTIVE;
     heap_register_exit(t);
     return h;
-}
-
-/* Wait until no remote freer is between reading a SuperSlab's owner and
- * pushing onto this heap's notify stack. Such a freer is a few
- * instructions from done, unless it was descheduled: yield then. */
-void hak_heap_wait_inflight(struct hak_heap *h)
-{
-    for (unsigned spins = 0; atomic_load(&h->inflight); spins++) {
-        if (spins < 64)
-            hak_cpu_relax();
-        else
-            sched_yield();
-    }
-}
-
-/* Collect remote frees of the slabs other threads told us about. A slab
- * whose SuperSlab is no longer ours only has its flag cleared, and is passed
- * on to its current owner if blocks are waiting. */
-void hak_heap_drain_notify(struct hak_heap *h)
-{
-    atomic_store_explicit(&h->notify_pushes, 0, HAK_RELAXED);
-    struct hak_slab *s = atomic_exchange_explicit(&h->notify_head, NULL, memory_order_acquire);
-    while (s) {
-        struct hak_slab *next = s->notify_next;
-        struct hak_ss_hot *hot = hak_hot(s->ss);
-        atomic_store(&s->notify, 0);
-        if (atomic_load(&hot->owner) == h) {
-            if (s->cls && hot->head[s->unit] == s->unit)
-                hak_slab_collect(h, s);
-        } else if (atomic_load(&s->remote)) {
-            hak_slab_notify_owner(hot, s);
-        }
-        s = next;
-    }
 }
 
 /* Drain h's notify stack for its owner, which has let HAK_HELP_DRAIN slabs
@@ -252,9 +226,19 @@ void hak_heap_help_drain(struct hak_heap *h)
 {
     if (!hak_lock_try(&h->lock))
         return;
-    hak_heap_drain_notify(h);
-    if (h->ss_pending != HAK_NO_SS)
-        hak_ss_release_pending(h, true);
+    hak_remote_drain(h);
+    if (++h->helped >= IDLE_HELPS && h != hak_tls.heap &&
+        hak_now_ns() - atomic_load_explicit(&h->active_ns, HAK_RELAXED) >= IDLE_NS) {
+        /* Its thread (if any) made no slow path while IDLE_HELPS x
+         * HAK_HELP_DRAIN slabs were freed into: it is not allocating. Its
+         * SuperSlabs, sparse after those frees, become abandoned, and the
+         * threads freeing into them claim them: their free units and the
+         * blocks coming back serve the threads at work. Blocks its cache
+         * still holds go back remotely when it flushes. */
+        h->helped = 0;
+        hak_ss_abandon_all(h);
+    }
+    hak_ss_settle(h);
     hak_unlock(&h->lock);
 }
 
@@ -324,9 +308,10 @@ unsigned hak_heap_refill(struct hak_heap *h, unsigned cls)
     if (tc->head) /* never drop cached blocks */
         return tc->count;
     hak_heap_cache_adapt(h, cls, false);
+    h->helped = 0;
     unsigned batch = tc->cap > 1 ? tc->cap / 2 : 1;
     if (atomic_load_explicit(&h->notify_head, HAK_RELAXED))
-        hak_heap_drain_notify(h);
+        hak_remote_drain(h);
     for (;;) {
         struct hak_slab *s = h->partial[cls];
         if (!s) {
@@ -335,7 +320,7 @@ unsigned hak_heap_refill(struct hak_heap *h, unsigned cls)
             continue;
         }
         void *first;
-        unsigned n = hak_slab_take(s, batch, &first);
+        unsigned n = hak_slab_take(s, batch, tc->cap, &first);
         if (!s->free && s->carved == k->capacity) {
             hak_slab_list_remove(h, s);
             hak_slab_list_push(h, s, HAK_LIST_FULL);
@@ -348,8 +333,7 @@ unsigned hak_heap_refill(struct hak_heap *h, unsigned cls)
             break;
         }
     }
-    if (h->ss_pending != HAK_NO_SS)
-        hak_ss_release_pending(h, true);
+    hak_ss_settle(h);
     return tc->count;
 }
 
@@ -372,13 +356,18 @@ void hak_heap_flush(struct hak_heap *h, unsigned cls, unsigned keep)
     }
     h->st[cls].flushed += tc->count - keep;
     tc->count = keep;
+    h->helped = 0;
     while (rest) {
         void *next = *(void **)rest;
-        hak_slab_put_local(h, rest);
+        /* A block of a SuperSlab given away while the heap was idle goes
+         * back to its new owner. */
+        if (likely(atomic_load_explicit(&hak_hot(hak_ss_of(rest))->owner, HAK_RELAXED) == h))
+            hak_slab_put_local(h, rest);
+        else
+            hak_remote_push_one(hak_slab_of(rest), rest);
         rest = next;
     }
-    if (h->ss_pending != HAK_NO_SS)
-        hak_ss_release_pending(h, true);
+    hak_ss_settle(h);
 }
 
 static void fold_tls_stats(struct hak_heap *h, struct hak_tls *t)
@@ -396,7 +385,7 @@ static void empty_caches(struct hak_heap *h, uint64_t idle_ns)
     h->release_idle_ns = idle_ns; /* for what the flushes release */
     for (unsigned c = 1; c < HAK_NCLASS; c++)
         hak_heap_flush(h, c, 0);
-    hak_heap_drain_notify(h);
+    hak_remote_drain(h);
     hak_ss_release_empty(h, idle_ns);
     h->release_idle_ns = 0;
 }
@@ -407,52 +396,43 @@ static void heap_empty_out(struct hak_heap *h)
     for (unsigned c = 1; c < HAK_NCLASS; c++)
         hak_heap_flush(h, c, 0);
     fold_tls_stats(h, h->tls);
-    hak_heap_drain_notify(h);
+    hak_remote_drain(h);
     hak_ss_abandon_all(h);
 }
 
-/* Bytes of blocks the heap has handed out and not seen back (the user's,
- * and those in other threads' remote lists). Heap locked. */
-static uint64_t live_bytes(struct hak_heap *h)
+/* Does the heap hold blocks outside its caches: the user's, and those on
+ * other threads' remote lists? Heap locked. */
+static bool holds_live(struct hak_heap *h)
 {
-    uint64_t bytes = 0;
     for (unsigned c = 1; c < HAK_NCLASS; c++) {
         uint64_t out = 0;
         for (int list = 0; list < 2; list++)
             for (struct hak_slab *s = list ? h->full[c] : h->partial[c]; s; s = s->next)
                 out += s->used;
-        out -= h->tls->c[c].count; /* cached blocks are counted as used */
-        bytes += out * hak_classes[c].size;
+        /* Cached blocks count as used; a cache may also hold blocks of
+         * SuperSlabs the heap gave away while idle. */
+        if (out > h->tls->c[c].count)
+            return true;
     }
-    return bytes;
+    return false;
 }
 
 void hak_heap_thread_exit(struct hak_heap *h)
 {
     struct hak_tls *t = h->tls;
+    hak_remote_send(t);
     bool park = park_room();
     hak_lock(&h->lock);
-    /* A thread that leaves much memory behind hands it to another thread
-     * (a server passing its work on): that memory will be freed remotely,
-     * and parked it would wait for whichever thread takes this heap. Its
-     * SuperSlabs are abandoned instead, for the next thread in need to
-     * adopt, remote frees and all. */
-    uint64_t live = park ? live_bytes(h) : 0;
-    if (park && live > PARK_LIVE_MAX) {
-        hak_unlock(&h->lock);
-        hak_lock(&pool_lock);
-        nparked--;
-        hak_unlock(&pool_lock);
-        park = false;
-        hak_lock(&h->lock);
-    }
     if (park) {
         /* A thread that left nothing live behind has nothing for a
          * successor to take over but caches and empty SuperSlabs: they go
          * back now (and so, with the daemon, can be taken back from an idle
          * program). Otherwise the caches stay with the live blocks, and
-         * the decay empties them if no thread comes (hak_heap_decay_all). */
-        if (live == 0)
+         * the decay empties them if no thread comes (hak_heap_decay_all);
+         * if other threads free those blocks instead, the heap is idle to
+         * them and its SuperSlabs go their way (hak_heap_help_drain). */
+        bool keep = holds_live(h);
+        if (!keep)
             empty_caches(h, 0);
         fold_tls_stats(h, t);
         memcpy(h->park.c, t->c, sizeof t->c);
@@ -460,7 +440,8 @@ void hak_heap_thread_exit(struct hak_heap *h)
         h->tls = &h->park;
         h->parked = 1;
         h->parked_ns = hak_now_ns();
-        h->park_cached = live != 0;
+        atomic_store_explicit(&h->active_ns, h->parked_ns, HAK_RELAXED);
+        h->park_cached = keep;
     } else {
         heap_empty_out(h);
     }
@@ -564,17 +545,20 @@ void hak_heap_fork_parent(void)
     hak_unlock(&pool_lock);
 }
 
-/* Is p a block that h may take back into a slab of class cls? A thread
- * stopped by fork mid-update can leave at most a block off its list; this
- * check stops the walk at anything that does not look like one of ours. */
-static bool child_block_ok(struct hak_heap *h, void *p, unsigned cls)
+/* Is p an allocated block of class cls in a SuperSlab in use (h's, or one
+ * h gave away while idle)? A thread stopped by fork mid-update can leave at
+ * most a block off its list; this check stops the walk at anything that
+ * does not look like a block. */
+static bool child_block_ok(void *p, unsigned cls)
 {
     if (!p || !hak_in_arena(p) || ((uintptr_t)p & 15))
         return false;
     uint32_t idx = hak_ss_of(p);
     struct hak_ss_hot *hot = hak_hot(idx);
     unsigned u = ((uintptr_t)p >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
-    if (idx >= hak_arena.cursor || atomic_load(&hot->owner) != h || hot->cls[u] != cls)
+    struct hak_heap *owner = atomic_load(&hot->owner);
+    if (idx >= hak_arena.cursor || (!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED) ||
+        hot->cls[u] != cls)
         return false;
     uint32_t x = (uint32_t)((uintptr_t)p & (HAK_SS_SIZE - 1)) - ((uint32_t)hot->head[u] << HAK_UNIT_SHIFT);
     return hak_class_is_block(&hak_classes[cls], x) && hak_slab_of(p)->used > 0;
@@ -585,36 +569,22 @@ static void child_reclaim_tls(struct hak_heap *h)
     struct hak_tls *t = h->tls;
     if (!t)
         return;
+    hak_remote_fork_child(t);
     for (unsigned c = 1; c < HAK_NCLASS; c++) {
         void *p = t->c[c].head;
         unsigned limit = 2u * t->c[c].cap + 2;
         t->c[c].head = NULL;
         t->c[c].count = 0;
-        while (limit-- && child_block_ok(h, p, c)) {
+        while (limit-- && child_block_ok(p, c)) {
             void *next = *(void **)p;
-            hak_slab_put_local(h, p);
+            if (atomic_load(&hak_hot(hak_ss_of(p))->owner) == h)
+                hak_slab_put_local(h, p);
+            else
+                hak_remote_push_one(hak_slab_of(p), p);
             p = next;
         }
     }
     fold_tls_stats(h, t);
-}
-
-/* A thread stopped mid-notify can leave a slab flagged but on no stack:
- * clear every flag of the SuperSlabs h keeps and collect what waits. */
-static void child_resync_notify(struct hak_heap *h)
-{
-    hak_heap_drain_notify(h);
-    for (int list = 0; list < 2; list++) {
-        for (uint32_t idx = list ? h->ss_full : h->ss_avail; idx != HAK_NO_SS; idx = hak_cold(idx)->next) {
-            struct hak_ss_hot *hot = hak_hot(idx);
-            for (unsigned u = 0; u < HAK_UNITS; u++) {
-                struct hak_slab *s = &hak_cold(idx)->slab[u];
-                atomic_store(&s->notify, 0);
-                if (hot->cls[u] && hot->head[u] == u && atomic_load(&s->remote))
-                    hak_slab_collect(h, s);
-            }
-        }
-    }
 }
 
 void hak_heap_fork_child(void)
@@ -627,7 +597,7 @@ void hak_heap_fork_child(void)
              * taking it over: its caches (wherever tls points) are
              * reclaimed either way, and it goes back unparked. */
             child_reclaim_tls(h);
-            hak_heap_drain_notify(h);
+            hak_remote_drain(h);
             hak_ss_abandon_all(h);
             h->tls = NULL;
             h->parked = 0;
@@ -638,10 +608,12 @@ void hak_heap_fork_child(void)
     for (struct hak_heap *h = free_heaps; h; h = h->free_next)
         nparked += h->parked;
     for (struct hak_heap *h = all_heaps; h; h = h->all_next) {
-        if (h->nss) /* parked heaps too: their SuperSlabs stay owned */
-            child_resync_notify(h);
-        if (h->ss_pending != HAK_NO_SS)
-            hak_ss_release_pending(h, true);
+        if (h->nss) { /* parked heaps too: their SuperSlabs stay owned */
+            hak_remote_drain(h);
+            hak_remote_resync(h, h->ss_avail);
+            hak_remote_resync(h, h->ss_full);
+        }
+        hak_ss_settle(h);
         hak_lock_reset(&h->lock);
     }
     hak_lock_reset(&pool_lock);

@@ -27,6 +27,14 @@ void hak_assert_fail(const char *expr, const char *file, int line) __attribute__
 
 #define HAK_RELAXED memory_order_relaxed
 
+/* ---- report.c: fatal diagnostics (never on a hot path) ---- */
+void hak_fatal_pointer(const char *api, const void *p, const char *why) __attribute__((noreturn, cold)) HAK_HIDDEN;
+void hak_fatal(const char *msg) __attribute__((noreturn, cold)) HAK_HIDDEN;
+void hak_warn(const char *msg) HAK_HIDDEN;
+void hak_write_str(int fd, const char *s) HAK_HIDDEN;
+char *hak_fmt_u64(char *buf, uint64_t v) HAK_HIDDEN;  /* returns end */
+char *hak_fmt_hex(char *buf, uintptr_t v) HAK_HIDDEN;
+
 /* ---- arena.c: the reserved address range and its side tables ---- */
 struct hak_arena {
     /* Read by every free; written once at start-up. */
@@ -228,18 +236,14 @@ bool hak_pagerd_layout_ok(const struct hak_msg_welcome *w, uint32_t asked, int m
 bool hak_pagerd_ctrl_ok(const struct hak_shm_ctrl *c, const struct hak_shm_layout *l, uint32_t *ncpus) HAK_HIDDEN;
 unsigned hak_pagerd_node_of(const struct hak_shm_ctrl *c, uint32_t ncpus, uint32_t nnodes, int cpu) HAK_HIDDEN;
 
-/* ---- slab.c: one slab: carving, local and remote free lists ---- */
+/* ---- slab.c: one slab: carving, its free list, blocks coming back ---- */
 void hak_slab_init(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls) HAK_HIDDEN;
-unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first) HAK_HIDDEN;
+unsigned hak_slab_take(struct hak_slab *s, unsigned want, unsigned most, void **first) HAK_HIDDEN;
 void hak_slab_put_local(struct hak_heap *h, void *p) HAK_HIDDEN;
-void hak_slab_collect(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
+void hak_slab_give_back(struct hak_heap *h, struct hak_slab *s, void *first, void *last, unsigned n) HAK_HIDDEN;
 void hak_slab_release(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
 void hak_slab_list_push(struct hak_heap *h, struct hak_slab *s, unsigned list) HAK_HIDDEN;
 void hak_slab_list_remove(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN;
-/* Slabs on a heap's notify stack after which a remote freer drains it for
- * its owner (hak_heap_help_drain). */
-#define HAK_HELP_DRAIN 32
-struct hak_heap *hak_slab_notify_owner(struct hak_ss_hot *hot, struct hak_slab *s) HAK_HIDDEN;
 void *hak_slab_next(const struct hak_slab *s, const void *p) HAK_HIDDEN; /* checked link */
 static inline struct hak_slab *hak_slab_of(const void *p)
 {
@@ -248,10 +252,50 @@ static inline struct hak_slab *hak_slab_of(const void *p)
     return &hak_cold(idx)->slab[hak_hot(idx)->head[u]];
 }
 
+/* ---- remote.c: frees of other threads' blocks, from the free to the owner ----
+ * Functions returning a heap return an owner to drain for (hak_heap_help_drain). */
+#define HAK_HELP_DRAIN 32 /* slabs notified since an owner's drain before a freer helps */
+struct hak_heap *hak_remote_push_one(struct hak_slab *s, void *p) HAK_HIDDEN;
+struct hak_heap *hak_remote_restart(struct hak_tls *t, unsigned i, struct hak_slab *s, void *p) HAK_HIDDEN;
+struct hak_heap *hak_remote_send_full(struct hak_tls *t, unsigned i) HAK_HIDDEN;
+struct hak_heap *hak_remote_flush(struct hak_tls *t) HAK_HIDDEN; /* the thread's batches go out */
+/* The batch slot of a slab: its first unit and the low bits of its
+ * SuperSlab. */
+static inline unsigned hak_remote_slot(uint32_t idx, unsigned unit)
+{
+    return (unit ^ (idx << 4) ^ (idx >> 2)) & (HAK_RBATCH - 1);
+}
+/* Free p, a block of slab s that this thread (which has a heap: its slow
+ * paths and its exit send the batches) does not own: into its batch in slot
+ * i. Not in the secure mode, which checks links as soon as it can
+ * (hak_remote_push_one). */
+static inline struct hak_heap *hak_remote_free(struct hak_tls *t, unsigned i, struct hak_slab *s, void *p)
+{
+    struct hak_rbatch *b = &t->rb[i];
+    if (b->slab != s)
+        return hak_remote_restart(t, i, s, p);
+    if (unlikely(p == b->head))
+        hak_fatal_pointer("free", p, "double free");
+    *(void **)p = b->head;
+    b->head = p;
+    return ++b->n >= HAK_RBATCH_MAX ? hak_remote_send_full(t, i) : NULL;
+}
+void hak_remote_drain(struct hak_heap *h) HAK_HIDDEN;   /* heap locked */
+void hak_remote_collect(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN; /* heap locked */
+void hak_remote_wait(struct hak_heap *h) HAK_HIDDEN;    /* no freer is pushing to h */
+void hak_remote_resync(struct hak_heap *h, uint32_t first_ss) HAK_HIDDEN; /* fork child */
+void hak_remote_fork_child(struct hak_tls *t) HAK_HIDDEN;
+
 /* ---- superslab.c: SuperSlabs owned by a heap, abandoned, adopted ---- */
 bool hak_ss_new_slab(struct hak_heap *h, unsigned cls) HAK_HIDDEN;
 void hak_ss_unit_freed(struct hak_heap *h, uint32_t idx) HAK_HIDDEN;
 void hak_ss_release_pending(struct hak_heap *h, bool keep) HAK_HIDDEN;
+/* After anything that may empty a SuperSlab: keep one, give the rest back. */
+static inline void hak_ss_settle(struct hak_heap *h)
+{
+    if (h->ss_pending != HAK_NO_SS)
+        hak_ss_release_pending(h, true);
+}
 void hak_ss_release_empty(struct hak_heap *h, uint64_t idle_ns) HAK_HIDDEN; /* idle since (0: now) */
 size_t hak_ss_purge_units(struct hak_heap *h, bool force) HAK_HIDDEN;
 void hak_ss_abandon_all(struct hak_heap *h) HAK_HIDDEN;
@@ -265,8 +309,14 @@ struct hak_heap *hak_heap_thread_start(void) HAK_HIDDEN;
 unsigned hak_heap_refill(struct hak_heap *h, unsigned cls) HAK_HIDDEN;
 void hak_heap_cache_adapt(struct hak_heap *h, unsigned cls, bool flush) HAK_HIDDEN;
 void hak_heap_flush(struct hak_heap *h, unsigned cls, unsigned keep) HAK_HIDDEN;
-void hak_heap_drain_notify(struct hak_heap *h) HAK_HIDDEN;
 void hak_heap_help_drain(struct hak_heap *h) HAK_HIDDEN; /* by another thread */
+/* A slow path, no lock held: this thread's remote batches go out. */
+static inline void hak_remote_send(struct hak_tls *t)
+{
+    struct hak_heap *idle = hak_remote_flush(t);
+    if (idle)
+        hak_heap_help_drain(idle);
+}
 void *hak_heap_orphan_alloc(unsigned cls) HAK_HIDDEN;
 struct hak_heap *hak_heap_orphan(void) HAK_HIDDEN;
 void hak_heap_thread_exit(struct hak_heap *h) HAK_HIDDEN;
@@ -278,12 +328,11 @@ void hak_heap_key_init(void) HAK_HIDDEN;
 struct hak_heap *hak_heap_first(void) HAK_HIDDEN; /* walk: ->all_next */
 void hak_heap_pool_lock(void) HAK_HIDDEN;
 void hak_heap_pool_unlock(void) HAK_HIDDEN;
-void hak_heap_wait_inflight(struct hak_heap *h) HAK_HIDDEN;
 size_t hak_heap_resident(void) HAK_HIDDEN; /* the heaps' own memory */
 size_t hak_heap_decay_all(void) HAK_HIDDEN;  /* idle units of every heap not busy now */
 
 /* ---- decay.c: memory idle past the decay goes back, across the process ---- */
-void hak_decay_maybe(void) HAK_HIDDEN; /* slow path, no lock held */
+void hak_decay_maybe(struct hak_heap *h) HAK_HIDDEN; /* h's slow path, no lock held */
 size_t hak_decay_all(void) HAK_HIDDEN;
 void hak_decay_fork_child(void) HAK_HIDDEN;
 
@@ -306,14 +355,6 @@ size_t hak_large_resident(void) HAK_HIDDEN; /* live and cached mappings, the reg
 void hak_large_fork_prepare(void) HAK_HIDDEN;
 void hak_large_fork_parent(void) HAK_HIDDEN;
 void hak_large_fork_child(void) HAK_HIDDEN;
-
-/* ---- report.c: fatal diagnostics (never on a hot path) ---- */
-void hak_fatal_pointer(const char *api, const void *p, const char *why) __attribute__((noreturn, cold)) HAK_HIDDEN;
-void hak_fatal(const char *msg) __attribute__((noreturn, cold)) HAK_HIDDEN;
-void hak_warn(const char *msg) HAK_HIDDEN;
-void hak_write_str(int fd, const char *s) HAK_HIDDEN;
-char *hak_fmt_u64(char *buf, uint64_t v) HAK_HIDDEN;  /* returns end */
-char *hak_fmt_hex(char *buf, uintptr_t v) HAK_HIDDEN;
 
 /* ---- stats.c: counters summed over heaps ---- */
 struct hak_class_totals {

@@ -57,10 +57,11 @@ void *hak_secure_malloc(size_t size)
     struct hak_heap *h = hak_heap_thread_start();
     if (!h) /* a thread past its exit: the shared heap, without a cache */
         h = hak_heap_orphan();
+    hak_decay_maybe(h);
     void *b = NULL;
     hak_lock(&h->lock);
     if (atomic_load_explicit(&h->notify_head, HAK_RELAXED))
-        hak_heap_drain_notify(h);
+        hak_remote_drain(h);
     for (;;) {
         struct hak_slab *s = h->partial[cls];
         if (!s) {
@@ -68,7 +69,7 @@ void *hak_secure_malloc(size_t size)
                 break;
             continue;
         }
-        unsigned n = hak_slab_take(s, 1, &b);
+        unsigned n = hak_slab_take(s, 1, 1, &b);
         if (!s->free && s->carved == hak_classes[cls].capacity) {
             hak_slab_list_remove(h, s);
             hak_slab_list_push(h, s, HAK_LIST_FULL);
@@ -76,8 +77,7 @@ void *hak_secure_malloc(size_t size)
         if (n)
             break;
     }
-    if (h->ss_pending != HAK_NO_SS)
-        hak_ss_release_pending(h, true);
+    hak_ss_settle(h);
     hak_unlock(&h->lock);
     if (!b) {
         errno = ENOMEM;
@@ -94,8 +94,12 @@ void hak_secure_free_local(void *p, unsigned cls)
     struct hak_heap *h = hak_tls.heap;
     hak_secure_mark_free(p, "free");
     hak_lock(&h->lock);
-    hak_slab_put_local(h, p);
-    if (h->ss_pending != HAK_NO_SS)
-        hak_ss_release_pending(h, true);
+    /* Its SuperSlab may have been given away since free() looked (an idle
+     * heap's, see hak_heap_help_drain). */
+    if (atomic_load(&hak_hot(hak_ss_of(p))->owner) == h)
+        hak_slab_put_local(h, p);
+    else
+        hak_remote_push_one(hak_slab_of(p), p);
+    hak_ss_settle(h);
     hak_unlock(&h->lock);
 }

@@ -3,9 +3,9 @@
  * Blocks leave a slab in batches (hak_slab_take: its free list first, then
  * fresh blocks carved in address order) and come back one by one from the
  * owner's cache flushes (hak_slab_put_local) or in bulk from other threads'
- * frees (hak_slab_collect). used counts the blocks outside the slab; at 0 the
- * slab's units go back to its SuperSlab. Everything here runs under the
- * owning heap's lock, except hak_slab_notify_owner. */
+ * frees (hak_slab_give_back, from remote.c). used counts the blocks outside
+ * the slab; at 0 the slab's units go back to its SuperSlab. Everything here
+ * runs under the owning heap's lock. */
 #include "internal.h"
 
 void hak_slab_list_push(struct hak_heap *h, struct hak_slab *s, unsigned list)
@@ -99,10 +99,12 @@ void *hak_slab_next(const struct hak_slab *s, const void *p)
     return next;
 }
 
-/* Up to want blocks as a NULL-terminated list in *first: the local free
- * list first (whole, when it fits, without walking it), then fresh blocks.
- * Moves the slab to the full list when nothing is left. */
-unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first)
+/* About want blocks as a NULL-terminated list in *first: the free list
+ * first, whole and without a walk when it holds at most most (a walk reads
+ * every block, and blocks other threads freed are cache misses, each in
+ * turn), else want of it; then fresh blocks up to want. Moves the slab to
+ * the full list when nothing is left. */
+unsigned hak_slab_take(struct hak_slab *s, unsigned want, unsigned most, void **first)
 {
     const struct hak_class *k = &hak_classes[s->cls];
     void *list = NULL;
@@ -111,7 +113,7 @@ unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first)
         list = s->free;
         /* The whole list without a walk, except in secure mode, where every
          * link handed over is checked on the way. */
-        if (s->nfree <= want && !hak_link_key) {
+        if (s->nfree <= (most > want ? most : want) && !hak_link_key) {
             n = s->nfree;
             s->free = NULL;
         } else {
@@ -128,9 +130,9 @@ unsigned hak_slab_take(struct hak_slab *s, unsigned want, void **first)
         /* Carving writes a link into every block, so it faults their
          * pages in: at most HAK_CARVE_BYTES of fresh memory per call keeps one
          * malloc from paying for many page faults at once. */
-        unsigned m = want - n, most = HAK_CARVE_BYTES / k->size;
-        if (m > most)
-            m = most ? most : 1;
+        unsigned m = want - n, fresh = HAK_CARVE_BYTES / k->size;
+        if (m > fresh)
+            m = fresh ? fresh : 1;
         if (m > k->capacity - s->carved)
             m = k->capacity - s->carved;
         char *b = (char *)hak_slab_base(s) + (size_t)s->carved * k->size;
@@ -172,51 +174,13 @@ void hak_slab_put_local(struct hak_heap *h, void *p)
         slab_after_return(h, s);
 }
 
-/* Take every block other threads freed into this slab. */
-void hak_slab_collect(struct hak_heap *h, struct hak_slab *s)
+/* The blocks first..last (n of them, linked) come back from other threads
+ * (remote.c collected them). */
+void hak_slab_give_back(struct hak_heap *h, struct hak_slab *s, void *first, void *last, unsigned n)
 {
-    /* seq_cst: it must not move before the store that precedes it in the
-     * drain (notify cleared) and in adoption (owner set). */
-    void *list = atomic_exchange_explicit(&s->remote, NULL, memory_order_seq_cst);
-    if (!list)
-        return;
-    void *tail = list, *next;
-    unsigned n = 1;
-    while ((next = hak_slab_next(s, tail)) != NULL) {
-        tail = next;
-        if (unlikely(++n > s->used))
-            hak_fatal_pointer("free", list, "double free (more blocks returned than handed out)");
-    }
-    hak_link_set(tail, s->free);
-    s->free = list;
+    hak_link_set(last, s->free);
+    s->free = first;
     s->nfree += n;
     s->used -= n;
     slab_after_return(h, s);
-}
-
-/* Tell the SuperSlab's owner that s has remote frees, unless it is told
- * already. Runs on any thread; heaps are never unmapped, so a stale owner is
- * safe to touch. inflight lets a retiring heap wait until no freer can still
- * push onto its stack (see hak_heap_thread_exit). Returns the owner when
- * every HAK_HELP_DRAIN-th slab since its last drain was just pushed: an
- * owner that does not drain (blocked, or no longer allocating) would keep
- * that memory out of use, so the caller may drain for it. */
-struct hak_heap *hak_slab_notify_owner(struct hak_ss_hot *hot, struct hak_slab *s)
-{
-    struct hak_heap *h = atomic_load(&hot->owner), *idle = NULL;
-    if (!HAK_OWNER_IS_HEAP(h))
-        return NULL; /* abandoned: the adopter collects every slab */
-    atomic_fetch_add(&h->inflight, 1);
-    uint32_t zero = 0;
-    if (atomic_load(&hot->owner) == h && atomic_compare_exchange_strong(&s->notify, &zero, 1)) {
-        struct hak_slab *top = atomic_load_explicit(&h->notify_head, HAK_RELAXED);
-        do
-            s->notify_next = top;
-        while (!atomic_compare_exchange_weak_explicit(&h->notify_head, &top, s,
-                                                      memory_order_release, HAK_RELAXED));
-        if ((atomic_fetch_add_explicit(&h->notify_pushes, 1, HAK_RELAXED) + 1) % HAK_HELP_DRAIN == 0)
-            idle = h;
-    }
-    atomic_fetch_sub(&h->inflight, 1);
-    return idle;
 }

@@ -172,8 +172,8 @@ static void release_pending(struct hak_heap *h, bool keep, uint64_t idle_ns)
     while (h->ss_pending != HAK_NO_SS) {
         /* A freer still on its way to our stack could land a slab of a
          * SuperSlab we are about to give away. */
-        hak_heap_wait_inflight(h);
-        hak_heap_drain_notify(h);
+        hak_remote_wait(h);
+        hak_remote_drain(h);
         uint32_t idx = h->ss_pending;
         hlist_remove(h, idx);
         HAK_ASSERT(hak_cold(idx)->free_units == HAK_ALL_UNITS);
@@ -315,7 +315,7 @@ static void adopt(struct hak_heap *h, uint32_t idx)
         s->next = s->prev = NULL;
         const struct hak_class *k = &hak_classes[s->cls];
         hak_slab_list_push(h, s, s->free || s->carved < k->capacity ? HAK_LIST_PARTIAL : HAK_LIST_FULL);
-        hak_slab_collect(h, s); /* releases the slab if nothing is left out */
+        hak_remote_collect(h, s); /* releases the slab if nothing is left out */
     }
 }
 
@@ -389,8 +389,8 @@ void hak_ss_abandon_all(struct hak_heap *h)
             abandon = idx;
         }
     }
-    hak_heap_wait_inflight(h);
-    hak_heap_drain_notify(h);
+    hak_remote_wait(h);
+    hak_remote_drain(h);
     while (abandon != HAK_NO_SS) {
         uint32_t idx = abandon;
         abandon = hak_cold(idx)->next;

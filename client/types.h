@@ -133,11 +133,22 @@ struct hak_tcache {
     uint64_t frees;      /* frees by this thread (statistics) */
 };
 
+/* Remote frees of one slab, gathered before they go out (remote.c). */
+#define HAK_RBATCH 64      /* slabs a thread gathers for at once (power of 2) */
+#define HAK_RBATCH_MAX 16  /* blocks a batch holds before it goes out */
+struct hak_rbatch {
+    struct hak_slab *slab; /* NULL: unused */
+    void *head, *tail;     /* linked like a remote list */
+    uint32_t n;
+};
+
 struct hak_tls {
     struct hak_tcache c[HAK_NCLASS];
     struct hak_heap *heap;         /* NULL until the first slow path, and after exit */
     uint8_t state;                 /* HAK_THREAD_* */
     uint8_t keyed;                 /* exit destructor registered */
+    uint64_t rb_used;              /* bit i: rb[i] holds a batch */
+    struct hak_rbatch rb[HAK_RBATCH];
 };
 
 enum { HAK_THREAD_NEW = 0, HAK_THREAD_ACTIVE, HAK_THREAD_DEAD };
@@ -169,6 +180,9 @@ struct hak_heap {
     _Atomic uint32_t notify_pushes; /* slabs pushed on notify_head since the last drain:
                                      remote freers add (relaxed), a drainer resets */
     uint32_t slow_events;         /* owner: refills and flushes, for the budget check */
+    uint8_t helped;               /* heap lock: drains by other threads since the
+                                     owner's last refill or flush */
+    _Atomic uint64_t active_ns;   /* the owner's last slow path (or its park) */
     uint64_t cap_bytes;           /* owner: sum of cache capacity x size, kept as caps
                                      grow and recounted by each budget check */
     uint8_t in_use;               /* heap pool lock: a thread (or the orphan role) has it */

@@ -48,6 +48,13 @@ HAK_API size_t hak_usable_size(const void *ptr);
  * malloc_trim compatibility). Returns 1 if memory was released, else 0. */
 HAK_API int hak_trim(size_t pad);
 
+/* Hand back what the calling thread holds for itself: the blocks in its
+ * caches go back to their slabs, and the blocks of other threads it freed
+ * (sent to their owners in batches: when a batch is full, at the thread's
+ * next allocation slow path, at its exit) go now. For a thread about to
+ * wait a long time. */
+HAK_API void hak_thread_flush(void);
+
 /* Print the statistics summary (the one HAKMEM_STATS=1 prints at exit). */
 HAK_API void hak_stats_print(void);
 

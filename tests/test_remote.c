@@ -2,7 +2,9 @@
  * other threads free them all at once (many pushes onto the same slabs'
  * remote lists at the same time), while the owner keeps draining its notify
  * stack. Afterwards every block must be back in its slab exactly once: no
- * block lost, none counted twice. Repeated for several rounds and classes. */
+ * block lost, none counted twice. Repeated for several rounds and classes.
+ * Then the batches a freer gathers: sent when full, at its exit, never
+ * before. */
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -26,6 +28,8 @@ static void *freer(void *arg)
         /* Interleaved indices: the freers hit the same slabs together. */
         for (size_t i = me; i < nblocks; i += FREERS)
             hak_free(blocks[i]);
+        /* Sent in batches; a thread about to wait sends what is left. */
+        hak_thread_flush();
         atomic_fetch_sub(&freers_left, 1);
         pthread_barrier_wait(&done);
     }
@@ -69,12 +73,12 @@ static void run_class(unsigned cls, size_t n)
         pthread_barrier_wait(&start);
         while (atomic_load(&freers_left) > 0) { /* drain while they push */
             hak_lock(&h->lock);
-            hak_heap_drain_notify(h);
+            hak_remote_drain(h);
             hak_unlock(&h->lock);
         }
         pthread_barrier_wait(&done);
         hak_lock(&h->lock);
-        hak_heap_drain_notify(h);
+        hak_remote_drain(h);
         int balanced;
         long used = slab_books(h, cls, &balanced);
         long cached = hak_tls.c[cls].count;
@@ -102,12 +106,80 @@ static void test_remote_frees_under_contention_mid(void **state)
     run_class(40, 300); /* 32 KiB: multi-unit slabs */
 }
 
+/* Blocks of the owner's slabs of cls outside them (used less cached),
+ * after collecting what was sent. */
+static long outstanding(unsigned cls)
+{
+    struct hak_heap *h = hak_tls.heap;
+    hak_lock(&h->lock);
+    hak_remote_drain(h);
+    int balanced;
+    long out = slab_books(h, cls, &balanced) - (long)hak_tls.c[cls].count;
+    hak_unlock(&h->lock);
+    assert_true(balanced);
+    return out;
+}
+
+static void *free_and_report(void *arg)
+{
+    size_t n = (size_t)(uintptr_t)arg;
+    for (size_t i = 0; i < n; i++)
+        hak_free(blocks[i]);
+    atomic_store(&freers_left, 0);
+    pthread_barrier_wait(&done); /* the owner looks while this thread lives */
+    return NULL;
+}
+
+static void test_batches_go_out_when_full_and_at_exit(void **state)
+{
+    (void)state;
+    const unsigned cls = 3; /* 48 B: all from one slab */
+    blocks = calloc(HAK_RBATCH_MAX, sizeof(void *));
+    for (int i = 0; i < HAK_RBATCH_MAX; i++)
+        blocks[i] = hak_malloc(hak_classes[cls].size);
+    long before = outstanding(cls);
+    assert_true(before >= HAK_RBATCH_MAX);
+
+    /* One block short of a batch, from a thread that lives on: held. */
+    pthread_t th;
+    pthread_barrier_init(&done, NULL, 2);
+    atomic_store(&freers_left, 1);
+    assert_int_equal(pthread_create(&th, NULL, free_and_report, (void *)(uintptr_t)(HAK_RBATCH_MAX - 1)), 0);
+    while (atomic_load(&freers_left))
+        sched_yield();
+    /* The thread had no heap and made no allocation: it got one at its
+     * first remote free, and batches. */
+    assert_int_equal(outstanding(cls), before);
+    pthread_barrier_wait(&done);
+    pthread_join(th, NULL);
+    /* Its exit sent the batch. */
+    assert_int_equal(outstanding(cls), before - (HAK_RBATCH_MAX - 1));
+    pthread_barrier_destroy(&done);
+
+    /* A full batch goes out at once, and its exit sends nothing twice. */
+    for (int i = 0; i < HAK_RBATCH_MAX; i++)
+        blocks[i] = hak_malloc(hak_classes[cls].size);
+    before = outstanding(cls);
+    pthread_barrier_init(&done, NULL, 2);
+    atomic_store(&freers_left, 1);
+    assert_int_equal(pthread_create(&th, NULL, free_and_report, (void *)(uintptr_t)HAK_RBATCH_MAX), 0);
+    while (atomic_load(&freers_left))
+        sched_yield();
+    assert_int_equal(outstanding(cls), before - HAK_RBATCH_MAX);
+    pthread_barrier_wait(&done);
+    pthread_join(th, NULL);
+    assert_int_equal(outstanding(cls), before - HAK_RBATCH_MAX);
+    pthread_barrier_destroy(&done);
+    free(blocks);
+}
+
 int main(void)
 {
     hak_free(hak_malloc(1));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_remote_frees_under_contention_small),
         cmocka_unit_test(test_remote_frees_under_contention_mid),
+        cmocka_unit_test(test_batches_go_out_when_full_and_at_exit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

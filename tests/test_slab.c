@@ -51,7 +51,7 @@ static void *carve_thread(void *arg)
     unsigned nlists = 0;
     while (taken < k->capacity) {
         void *first;
-        unsigned n = hak_slab_take(s, batch, &first);
+        unsigned n = hak_slab_take(s, batch, batch, &first);
         unsigned expect = batch < carve ? batch : carve;
         LCHECK(n == (taken + expect <= k->capacity ? expect : k->capacity - taken));
         /* One pass over fresh memory: consecutive blocks in address order. */
@@ -71,7 +71,7 @@ static void *carve_thread(void *arg)
     LCHECK((s->used) == (k->capacity));
     LCHECK((s->carved) == (k->capacity));
     void *none;
-    LCHECK(hak_slab_take(s, batch, &none) == 0);
+    LCHECK(hak_slab_take(s, batch, batch, &none) == 0);
     /* Everything but one block back: the slab stays, its free list holds
      * the rest. */
     void *kept = lists[0];
@@ -86,7 +86,7 @@ static void *carve_thread(void *arg)
     LCHECK(h->partial[cls] == s);
     /* A take that wants the whole list gets it without a walk. */
     void *all;
-    LCHECK(hak_slab_take(s, k->capacity, &all) == k->capacity - 1);
+    LCHECK(hak_slab_take(s, k->capacity, k->capacity, &all) == k->capacity - 1);
     LCHECK(s->free == NULL);
     unsigned count = 0;
     for (void *b = all, *next; b; b = next, count++) {

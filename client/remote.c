@@ -1,0 +1,209 @@
+/* The remote-free protocol, whole: a block freed by a thread that does not
+ * own its SuperSlab, from that free to its owner's free list.
+ *
+ *   batch   a thread with a heap gathers its remote frees per slab in its TLS
+ *           (HAK_RBATCH slabs at a time, up to HAK_RBATCH_MAX blocks each),
+ *           so a slab's remote word changes hands once per batch, not once
+ *           per block; its slow paths and its exit send what it holds;
+ *   push    a batch goes onto its slab's remote list with one CAS; its first
+ *           block's second word holds the batch's last block and count, so
+ *           the owner steps over a batch in two reads instead of walking
+ *           every block of it (each a cache miss: the freer wrote it last);
+ *   notify  the push that finds the list empty puts the slab on the owner
+ *           heap's notify stack (once: the slab's notify flag);
+ *   drain   the owner, in its slow paths, takes the whole stack and collects
+ *           each slab's list: it never scans its slabs to find them;
+ *   help    the push of every HAK_HELP_DRAIN-th slab since the owner's last
+ *           drain returns the owner, for the freer to drain it (heap.c): an
+ *           owner that does not allocate would keep that memory from use;
+ *   wait    a heap giving SuperSlabs away first waits until no freer is
+ *           between reading their owner and pushing onto its stack.
+ *
+ * Heaps are never unmapped, so a freer holding a stale owner pointer touches
+ * valid memory. A batched block stays counted in its slab's used, so the
+ * slab, and its SuperSlab, cannot go away while the block waits. */
+#include <string.h>
+
+#include "internal.h"
+
+/* Put s on its owner's notify stack unless it is there already. inflight
+ * lets a heap that gives SuperSlabs away wait until no freer can still push
+ * onto its stack. Returns the owner when it should be drained for. */
+static struct hak_heap *notify_owner(struct hak_ss_hot *hot, struct hak_slab *s)
+{
+    struct hak_heap *h = atomic_load(&hot->owner), *idle = NULL;
+    if (!HAK_OWNER_IS_HEAP(h))
+        return NULL; /* abandoned: the adopter collects every slab */
+    atomic_fetch_add(&h->inflight, 1);
+    uint32_t zero = 0;
+    if (atomic_load(&hot->owner) == h && atomic_compare_exchange_strong(&s->notify, &zero, 1)) {
+        struct hak_slab *top = atomic_load_explicit(&h->notify_head, HAK_RELAXED);
+        do
+            s->notify_next = top;
+        while (!atomic_compare_exchange_weak_explicit(&h->notify_head, &top, s,
+                                                      memory_order_release, HAK_RELAXED));
+        /* A count for a heuristic: increments that race may be lost. */
+        uint32_t n = atomic_load_explicit(&h->notify_pushes, HAK_RELAXED) + 1;
+        atomic_store_explicit(&h->notify_pushes, n, HAK_RELAXED);
+        if (n % HAK_HELP_DRAIN == 0)
+            idle = h;
+    }
+    atomic_fetch_sub(&h->inflight, 1);
+    return idle;
+}
+
+/* The second word of a batch's first block: its last block (16-byte
+ * aligned) and its count less one in the low bits. Blocks are at least 16
+ * bytes. The secure mode keeps its own mark there and walks every link. */
+_Static_assert(HAK_RBATCH_MAX <= 16, "a batch's count fits the low bits of an aligned pointer");
+static inline uintptr_t *batch_word(void *first)
+{
+    return &((uintptr_t *)first)[1];
+}
+
+/* The n blocks first..last (linked) onto s's remote list. */
+static struct hak_heap *push(struct hak_slab *s, void *first, void *last, unsigned n)
+{
+    if (!hak_link_key)
+        *batch_word(first) = (uintptr_t)last | (n - 1);
+    void *top = atomic_load_explicit(&s->remote, HAK_RELAXED);
+    do
+        hak_link_set(last, top);
+    while (!atomic_compare_exchange_weak_explicit(&s->remote, &top, first, memory_order_seq_cst,
+                                                  HAK_RELAXED));
+    return top ? NULL : notify_owner(hak_hot(s->ss), s);
+}
+
+/* The entry is cleared before its blocks go out: a fork child that finds a
+ * thread stopped in between loses them (a leak), never pushes them twice. */
+static struct hak_heap *send(struct hak_tls *t, unsigned i)
+{
+    struct hak_rbatch *b = &t->rb[i];
+    struct hak_slab *s = b->slab;
+    void *first = b->head, *last = b->tail;
+    b->slab = NULL;
+    t->rb_used &= ~(1ull << i);
+    return push(s, first, last, b->n);
+}
+
+
+struct hak_heap *hak_remote_push_one(struct hak_slab *s, void *p)
+{
+    return push(s, p, p, 1);
+}
+
+/* A free into s that does not fit the batch in slot i: the batch there goes
+ * out and p starts a new one. */
+struct hak_heap *hak_remote_restart(struct hak_tls *t, unsigned i, struct hak_slab *s, void *p)
+{
+    struct hak_rbatch *b = &t->rb[i];
+    struct hak_heap *idle = b->slab ? send(t, i) : NULL;
+    hak_link_set(p, NULL);
+    b->head = b->tail = p;
+    b->n = 1;
+    b->slab = s;
+    t->rb_used |= 1ull << i;
+    return idle;
+}
+
+struct hak_heap *hak_remote_send_full(struct hak_tls *t, unsigned i)
+{
+    return send(t, i);
+}
+
+struct hak_heap *hak_remote_flush(struct hak_tls *t)
+{
+    struct hak_heap *idle = NULL;
+    while (t->rb_used) {
+        struct hak_heap *h = send(t, (unsigned)__builtin_ctzll(t->rb_used));
+        if (h)
+            idle = h;
+    }
+    return idle;
+}
+
+void hak_remote_wait(struct hak_heap *h)
+{
+    for (unsigned spins = 0; atomic_load(&h->inflight); spins++) {
+        if (spins < 64)
+            hak_cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
+/* Take every block other threads freed into s: its end and count are found
+ * batch by batch (in the secure mode, block by block, each link checked). */
+void hak_remote_collect(struct hak_heap *h, struct hak_slab *s)
+{
+    /* seq_cst: it must not move before the store that precedes it in the
+     * drain (notify cleared) and in adoption (owner set). */
+    void *list = atomic_exchange_explicit(&s->remote, NULL, memory_order_seq_cst);
+    if (!list)
+        return;
+    void *tail = list, *next;
+    unsigned n = 1;
+    if (hak_link_key) {
+        while ((next = hak_slab_next(s, tail)) != NULL) {
+            tail = next;
+            if (unlikely(++n > s->used))
+                hak_fatal_pointer("free", list, "double free (more blocks returned than handed out)");
+        }
+    } else {
+        n = 0;
+        for (void *b = list; b; b = *(void **)tail) {
+            uintptr_t w = *batch_word(b);
+            tail = (void *)(w & ~(uintptr_t)15);
+            n += (unsigned)(w & 15) + 1;
+            if (unlikely(n > s->used))
+                hak_fatal_pointer("free", list, "double free (more blocks returned than handed out)");
+        }
+    }
+    hak_slab_give_back(h, s, list, tail, n);
+}
+
+/* Collect the slabs other threads told h about. A slab whose SuperSlab is no
+ * longer h's only has its flag cleared, and is passed on to its current
+ * owner if blocks are waiting. Heap locked. */
+void hak_remote_drain(struct hak_heap *h)
+{
+    atomic_store_explicit(&h->notify_pushes, 0, HAK_RELAXED);
+    struct hak_slab *s = atomic_exchange_explicit(&h->notify_head, NULL, memory_order_acquire);
+    while (s) {
+        struct hak_slab *next = s->notify_next;
+        struct hak_ss_hot *hot = hak_hot(s->ss);
+        atomic_store(&s->notify, 0);
+        if (atomic_load(&hot->owner) == h) {
+            if (s->cls && hot->head[s->unit] == s->unit)
+                hak_remote_collect(h, s);
+        } else if (atomic_load(&s->remote)) {
+            notify_owner(hot, s);
+        }
+        s = next;
+    }
+}
+
+/* Fork child. A thread stopped mid-notify can leave a slab flagged but on no
+ * stack: clear every flag of h's SuperSlabs and collect what waits. */
+void hak_remote_resync(struct hak_heap *h, uint32_t first_ss)
+{
+    for (uint32_t idx = first_ss; idx != HAK_NO_SS; idx = hak_cold(idx)->next) {
+        struct hak_ss_hot *hot = hak_hot(idx);
+        for (unsigned u = 0; u < HAK_UNITS; u++) {
+            struct hak_slab *s = &hak_cold(idx)->slab[u];
+            atomic_store(&s->notify, 0);
+            if (hot->cls[u] && hot->head[u] == u && atomic_load(&s->remote))
+                hak_remote_collect(h, s);
+        }
+    }
+}
+
+/* Fork child: the batches of a thread that is gone go out. */
+void hak_remote_fork_child(struct hak_tls *t)
+{
+    for (unsigned i = 0; i < HAK_RBATCH; i++)
+        if (t->rb[i].slab)
+            push(t->rb[i].slab, t->rb[i].head, t->rb[i].tail, t->rb[i].n);
+    memset(t->rb, 0, sizeof t->rb);
+    t->rb_used = 0;
+}
