@@ -256,6 +256,7 @@ static inline struct hak_slab *hak_slab_of(const void *p)
  * Functions returning a heap return an owner to drain for (hak_heap_help_drain). */
 #define HAK_HELP_DRAIN 32 /* slabs notified since an owner's drain before a freer helps */
 struct hak_heap *hak_remote_push_one(struct hak_slab *s, void *p) HAK_HIDDEN;
+void hak_remote_put_back(struct hak_heap *h, void *p) HAK_HIDDEN;
 struct hak_heap *hak_remote_restart(struct hak_tls *t, unsigned i, struct hak_slab *s, void *p) HAK_HIDDEN;
 struct hak_heap *hak_remote_send_full(struct hak_tls *t, unsigned i) HAK_HIDDEN;
 struct hak_heap *hak_remote_flush(struct hak_tls *t) HAK_HIDDEN; /* the thread's batches go out */

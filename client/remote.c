@@ -86,10 +86,20 @@ static struct hak_heap *send(struct hak_tls *t, unsigned i)
     return push(s, first, last, b->n);
 }
 
-
 struct hak_heap *hak_remote_push_one(struct hak_slab *s, void *p)
 {
     return push(s, p, p, 1);
+}
+
+/* A block h's cache held goes home: into its slab if h still owns its
+ * SuperSlab, else (given away while h was idle) to the new owner. Heap
+ * locked. */
+void hak_remote_put_back(struct hak_heap *h, void *p)
+{
+    if (likely(atomic_load_explicit(&hak_hot(hak_ss_of(p))->owner, HAK_RELAXED) == h))
+        hak_slab_put_local(h, p);
+    else
+        push(hak_slab_of(p), p, p, 1);
 }
 
 /* A free into s that does not fit the batch in slot i: the batch there goes

@@ -94,12 +94,8 @@ void hak_secure_free_local(void *p, unsigned cls)
     struct hak_heap *h = hak_tls.heap;
     hak_secure_mark_free(p, "free");
     hak_lock(&h->lock);
-    /* Its SuperSlab may have been given away since free() looked (an idle
-     * heap's, see hak_heap_help_drain). */
-    if (atomic_load(&hak_hot(hak_ss_of(p))->owner) == h)
-        hak_slab_put_local(h, p);
-    else
-        hak_remote_push_one(hak_slab_of(p), p);
+    /* Its SuperSlab may have been given away since free() looked. */
+    hak_remote_put_back(h, p);
     hak_ss_settle(h);
     hak_unlock(&h->lock);
 }
