@@ -29,10 +29,13 @@ __thread struct hak_tls hak_tls __attribute__((tls_model("initial-exec")));
 
 #define HEAP_CHUNK (256 * 1024)
 #define PARK_MAX 8               /* parked heaps at most */
-/* A heap whose owner made no slow path for IDLE_NS counts as idle when
- * another thread drains it, and its SuperSlabs go to the threads freeing
- * into them: far beyond the time a busy machine keeps a running thread off
- * its CPU. */
+/* A heap counts as idle, and its SuperSlabs go to the threads freeing into
+ * them, once others drained it IDLE_HELPS times with no refill or flush of
+ * its owner in between (HAK_HELP_DRAIN slabs notified each), and its owner
+ * made no slow path for IDLE_NS: far beyond the time a busy machine keeps a
+ * running thread off its CPU. Either alone misfires under a sanitizer on a
+ * loaded machine. */
+#define IDLE_HELPS 2
 #define IDLE_NS (50u * 1000000u)
 
 static hak_lock_t pool_lock = HAK_LOCK_INIT;
@@ -226,9 +229,11 @@ void hak_heap_help_drain(struct hak_heap *h)
     if (!hak_lock_try(&h->lock))
         return;
     hak_remote_drain(h);
-    if (h != hak_tls.heap && hak_now_ns() - atomic_load_explicit(&h->active_ns, HAK_RELAXED) >= IDLE_NS) {
-        /* Its thread (if any) made no slow path while HAK_HELP_DRAIN slabs
-         * were freed into: it is not allocating. Its SuperSlabs, sparse
+    if (++h->helped >= IDLE_HELPS && h != hak_tls.heap &&
+        hak_now_ns() - atomic_load_explicit(&h->active_ns, HAK_RELAXED) >= IDLE_NS) {
+        h->helped = 0;
+        /* Its thread (if any) made no slow path while slabs were freed
+         * into: it is not allocating. Its SuperSlabs, sparse
          * after those frees, become abandoned, and the threads freeing into
          * them claim them: their free units and the blocks coming back
          * serve the threads at work. Blocks its cache still holds go back
@@ -305,6 +310,7 @@ unsigned hak_heap_refill(struct hak_heap *h, unsigned cls)
     if (tc->head) /* never drop cached blocks */
         return tc->count;
     hak_heap_cache_adapt(h, cls, false);
+    h->helped = 0;
     unsigned batch = tc->cap > 1 ? tc->cap / 2 : 1;
     if (atomic_load_explicit(&h->notify_head, HAK_RELAXED))
         hak_remote_drain(h);
@@ -352,6 +358,7 @@ void hak_heap_flush(struct hak_heap *h, unsigned cls, unsigned keep)
     }
     h->st[cls].flushed += tc->count - keep;
     tc->count = keep;
+    h->helped = 0;
     while (rest) {
         void *next = *(void **)rest;
         hak_remote_put_back(h, rest);

@@ -180,6 +180,8 @@ struct hak_heap {
     _Atomic uint32_t notify_pushes; /* slabs pushed on notify_head since the last drain:
                                      remote freers add (relaxed), a drainer resets */
     uint32_t slow_events;         /* owner: refills and flushes, for the budget check */
+    uint8_t helped;               /* heap lock: drains by other threads since the
+                                     owner's last refill or flush */
     _Atomic uint64_t active_ns;   /* the owner's last slow path (or its park) */
     uint64_t cap_bytes;           /* owner: sum of cache capacity x size, kept as caps
                                      grow and recounted by each budget check */
