@@ -21,7 +21,7 @@ FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
 # (pagerd_harness.c stands in for them), the client's connection without
 # the allocator.
 FUZZ_PAGERD  := $(SHM_SRC) pagerd/config.c pagerd/log.c pagerd/pool.c pagerd/reclaim.c pagerd/session.c \
-                pagerd/status.c pagerd/charger.c pagerd/users.c tests/fuzz/pagerd_harness.c
+                pagerd/status.c pagerd/charger.c pagerd/users.c pagerd/pages.c tests/fuzz/pagerd_harness.c
 FUZZ_CLIENT  := $(SHM_SRC) client/provider_pagerd.c client/os.c client/arena.c client/options.c client/report.c
 FUZZ_HAKCTL  := $(SHM_SRC) pagerd/hakctl_query.c pagerd/hakctl_print.c
 fuzz_objs     = $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(1))

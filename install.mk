@@ -1,5 +1,5 @@
 # make install, make uninstall. Included by the top-level Makefile.
-#   make install [PREFIX=/usr/local] [DESTDIR=/staging/root] [SYSTEMD_UNITDIR=...]
+#   make install [PREFIX=/usr/local] [DESTDIR=/staging/root] [SYSTEMD_UNITDIR=...] [TMPFILESDIR=...]
 #   make uninstall with the same variables: removes exactly the files
 #   install wrote (INSTALLED below), and the documentation directory.
 # Nothing is written to /etc: the daemon's settings file is optional, and
@@ -15,12 +15,14 @@ PKGCONFIGDIR    ?= $(LIBDIR)/pkgconfig
 MANDIR          ?= $(PREFIX)/share/man
 DOCDIR          ?= $(PREFIX)/share/doc/hakmem
 SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
+TMPFILESDIR     ?= $(PREFIX)/lib/tmpfiles.d
 INSTALL         ?= install
 
 INSTALLED := $(LIBDIR)/libhakclient.so.$(VERSION) $(LIBDIR)/$(SONAME) $(LIBDIR)/libhakclient.so \
              $(LIBDIR)/libhakclient.a $(INCLUDEDIR)/hakmem.h $(PKGCONFIGDIR)/hakclient.pc \
              $(SBINDIR)/hakmem-pagerd $(BINDIR)/hakctl \
              $(SYSTEMD_UNITDIR)/hakmem-pagerd.service $(SYSTEMD_UNITDIR)/hakmem-pagerd.socket \
+             $(TMPFILESDIR)/hakmem-pagerd.conf \
              $(DOCDIR)/pagerd.conf $(MANDIR)/man1/hakctl.1 $(MANDIR)/man7/hakmem.7 \
              $(MANDIR)/man8/hakmem-pagerd.8
 
@@ -35,6 +37,7 @@ LDCONFIG = if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then ldconfig; fi
 install: all
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 	    $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(DOCDIR) \
+	    $(DESTDIR)$(TMPFILESDIR) \
 	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
 	$(INSTALL) -m 644 $(LIB_SO) $(LIB_A) $(DESTDIR)$(LIBDIR)/
 	ln -sf libhakclient.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
@@ -50,6 +53,7 @@ install: all
 	    >$(DESTDIR)$(SYSTEMD_UNITDIR)/hakmem-pagerd.service
 	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/hakmem-pagerd.service
 	$(INSTALL) -m 644 systemd/hakmem-pagerd.socket $(DESTDIR)$(SYSTEMD_UNITDIR)/
+	$(INSTALL) -m 644 systemd/hakmem-pagerd-pages.conf $(DESTDIR)$(TMPFILESDIR)/hakmem-pagerd.conf
 	$(INSTALL) -m 644 systemd/pagerd.conf $(DESTDIR)$(DOCDIR)/
 	$(INSTALL) -m 644 man/hakctl.1 $(DESTDIR)$(MANDIR)/man1/
 	$(INSTALL) -m 644 man/hakmem.7 $(DESTDIR)$(MANDIR)/man7/

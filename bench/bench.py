@@ -12,6 +12,7 @@ bench/results/<timestamp>/.
 """
 
 import argparse
+import atexit
 import csv
 import datetime
 import importlib
@@ -212,6 +213,95 @@ def parse_result(text):
     return None, None
 
 
+THP_FILE = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+POOL_FILE = "/proc/sys/vm/nr_hugepages"
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def write_text(path, text):
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+        return True
+    except OSError:
+        return False
+
+
+def warm_pool(pages):
+    """Touch every free page of the huge page pool once: on a virtual machine
+    whose host backs memory lazily, a pool page's first use costs a host
+    fault per 4 KiB; a host that reserved its pool at boot has done this."""
+    try:
+        fd = os.memfd_create("hakmem-bench-pool", os.MFD_HUGETLB)
+    except (AttributeError, OSError):
+        return
+    try:
+        import mmap
+        size = pages << 21
+        os.ftruncate(fd, size)
+        m = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_NORESERVE", 0x4000))
+        try:
+            for off in range(0, size, 1 << 21):
+                m[off] = 1
+        except (OSError, ValueError):
+            pass  # fewer free pages than asked: what was touched is warm
+        m.close()
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def host_setup(allocs):
+    """Huge pages as the installed tmpfiles.d/hakmem-pagerd.conf sets them
+    up (shmem THP on request), and the pool an allocator asks for
+    ("hugetlb_pages"), so that hakmem-pagerd can hand out 2 MiB pages.
+    Needs root; otherwise the host stays as it is, and the bench says why.
+    Returns the function that restores the host's settings."""
+    thp = read_text(THP_FILE)
+    pool = read_text(POOL_FILE)
+    want_pool = max([a.get("hugetlb_pages", 0) for a in allocs] + [0])
+    if thp is None:
+        say("huge pages: this kernel has no shared-memory THP: hakmem-pagerd uses 4 KiB pages")
+        return lambda: None
+    mode = thp[thp.find("[") + 1:thp.find("]")] if "[" in thp else thp
+    if os.geteuid() != 0:
+        say(f"huge pages: not root, the host stays as it is (shmem THP '{mode}', pool {pool} pages): "
+            f"hakmem-pagerd uses what that offers")
+        return lambda: None
+    write_text(THP_FILE, "advise")
+    if want_pool:
+        write_text(POOL_FILE, str(want_pool))
+        warm_pool(want_pool)
+    say(f"huge pages: shmem THP 'advise' (was '{mode}')"
+        + (f", pool {read_text(POOL_FILE)} pages (was {pool})" if want_pool else "")
+        + "; restored at the end")
+
+    done = []
+
+    def restore():
+        if done:
+            return
+        done.append(1)
+        write_text(THP_FILE, mode)
+        if want_pool and pool is not None:
+            write_text(POOL_FILE, pool)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    atexit.register(restore)
+    signal.signal(signal.SIGTERM, on_term)
+    return restore
+
+
 def cpu_busy_s():
     """CPU time (all CPUs, seconds) spent by everything on the machine, from
     /proc/stat: user, nice, system, irq, softirq and steal. The harness
@@ -235,7 +325,13 @@ def parse_kv(text):
 # "the rest" too, while another busy process takes 50% on two CPUs.
 DISTURBED = 0.25
 
-RUSAGE_KEYS = ["maxrss_kb", "minflt", "utime_s", "stime_s", "nvcsw", "nivcsw"]
+RUSAGE_KEYS = ["maxrss_kb", "minflt", "utime_s", "stime_s", "nvcsw", "nivcsw", "hugetlb_peak_kb"]
+
+
+def peak_kb(r):
+    """Peak memory of a run: its peak RSS, and the huge page pool pages it
+    had mapped (which RSS leaves out; bench/launch.c samples them)."""
+    return float(r["rusage"]["maxrss_kb"]) + float(r["rusage"].get("hugetlb_peak_kb") or 0)
 
 
 def run_one(launch, argv, alloc, timeout):
@@ -334,7 +430,7 @@ def summarize(runs, workloads, allocs):
             if ok:
                 vals = [float(r["fields"][w["metric"]]) for r in ok]
                 s.update(median=statistics.median(vals), min=min(vals), max=max(vals),
-                         rss=statistics.median([float(r["rusage"]["maxrss_kb"]) for r in ok]))
+                         rss=statistics.median([peak_kb(r) for r in ok]))
                 if w["prog"] == "growth":
                     s["growth"] = {k: statistics.median(float(r["fields"][k]) for r in ok)
                                    for k in GROWTH_KEYS if all(k in r["fields"] for r in ok)}
@@ -751,6 +847,7 @@ def main():
     runs_path = os.path.join(out, "runs.csv")
     total = cfg["reps"] * len(workloads) * len(allocs)
     k = 0
+    restore = host_setup(allocs)
     with open(runs_path, "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(fixed)
@@ -769,7 +866,7 @@ def main():
                         f.flush()
                         if r["status"] == "ok" and val:
                             shown = f"{float(val) * w['scale']:.2f} {w['unit']}"
-                            rss = f"{int(r['rusage']['maxrss_kb']) / 1024:.1f} MiB"
+                            rss = f"{peak_kb(r) / 1024:.1f} MiB"
                         else:
                             shown = "FAILED: " + r["status"]
                             rss = ""
@@ -777,6 +874,8 @@ def main():
                         say(f"[{k:>4}/{total}] rep {rep} {w['name']:<16} {a['name']:<14} {shown:<22} {rss}{mark}")
         except KeyboardInterrupt:
             say("interrupted: summarizing the runs done so far")
+        finally:
+            restore()
 
     summ = summarize(runs, workloads, allocs)
     print_tables(workloads, allocs, summ, mode, cfg["reps"])

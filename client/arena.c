@@ -42,7 +42,7 @@ int hak_arena_init(size_t reserve)
     reserve &= ~(HAK_SS_SIZE - 1);
     for (; reserve >= MIN_RESERVE; reserve /= 2) {
         size_t nss = reserve >> HAK_SS_SHIFT;
-        void *base = hak_os_reserve(reserve, HAK_SS_SIZE);
+        void *base = hak_os_reserve(reserve, HAK_SHM_HUGE_SIZE);
         if (!base)
             continue;
         /* The hot table is readable from the start: free() may look up any
@@ -100,13 +100,16 @@ void hak_arena_ss_init(uint32_t idx)
 }
 
 /* Hand n fresh SuperSlab indices to a provider, their metadata ready.
- * Returns the first index, or HAK_NO_SS when the range is full. */
+ * Returns the first index, or HAK_NO_SS when the range is full. A run
+ * starts on a 2 MiB boundary (an even index), so that a pair of its
+ * SuperSlabs can share a huge page; the index skipped is never used. */
 uint32_t hak_arena_extend(uint32_t n)
 {
     uint32_t first = HAK_NO_SS;
     hak_lock(&hak_arena.lock);
-    if (hak_arena.size && n <= hak_arena.nss_max - hak_arena.cursor) {
-        first = hak_arena.cursor;
+    uint32_t at = (hak_arena.cursor + 1) & ~1u;
+    if (hak_arena.size && at <= hak_arena.nss_max && n <= hak_arena.nss_max - at) {
+        first = at;
         if (commit_meta(first, first + n) == 0)
             __atomic_store_n(&hak_arena.cursor, first + n, __ATOMIC_RELEASE);
         else

@@ -146,6 +146,7 @@ void *hak_os_map_file(void *at, size_t len, int fd, uint64_t off, bool shared) H
 void *hak_os_reserve(size_t size, size_t align) HAK_HIDDEN;  /* PROT_NONE */
 int hak_os_commit(void *p, size_t size) HAK_HIDDEN;          /* make read-write */
 int hak_os_decommit(void *p, size_t size) HAK_HIDDEN;        /* drop pages, keep range */
+void hak_os_huge(void *p, size_t size) HAK_HIDDEN;           /* ask for THP (MADV_HUGEPAGE) */
 int hak_os_decommit_file(void *p, size_t size, bool shared) HAK_HIDDEN;
 void *hak_os_map(size_t size) HAK_HIDDEN;                    /* fresh read-write pages */
 void *hak_os_map_noreserve(size_t size) HAK_HIDDEN;          /* same, no commit charge */
@@ -174,7 +175,7 @@ struct hak_provision_stats {
 };
 unsigned hak_provision_acquire(uint32_t *out, unsigned want) HAK_HIDDEN;
 void hak_provision_release(uint32_t idx, uint64_t idle_ns) HAK_HIDDEN; /* idle since (0: now) */
-void hak_provision_decommit(uint32_t idx, unsigned unit, unsigned n) HAK_HIDDEN;
+bool hak_provision_decommit(uint32_t idx, unsigned unit, unsigned n) HAK_HIDDEN; /* false: kept */
 size_t hak_provision_trim(bool force) HAK_HIDDEN;
 void hak_provision_stats(struct hak_provision_stats *out) HAK_HIDDEN;
 size_t hak_provision_resident(void) HAK_HIDDEN; /* SuperSlabs and side tables in memory */
@@ -202,7 +203,7 @@ struct hak_backend {
     /* Its wait is over (now: and its pages must go at once). */
     enum hak_retire (*retire)(uint32_t idx, bool now);
     /* Return the pages of n units of a SuperSlab (in use or not). */
-    void (*decommit)(uint32_t idx, unsigned unit, unsigned n);
+    bool (*decommit)(uint32_t idx, unsigned unit, unsigned n); /* false: the pages stay */
     /* malloc_trim: give back what the backend holds ready for us. */
     void (*trim)(void);
 };
@@ -381,6 +382,7 @@ struct hak_options {
     uint64_t pagerd;         /* HAKMEM_PAGERD: HAK_PAGERD_* */
     uint64_t pagerd_capacity_mb; /* HAKMEM_PAGERD_CAPACITY_MB */
     uint64_t background;     /* HAKMEM_BACKGROUND */
+    uint64_t thp;            /* HAKMEM_THP */
     char pagerd_socket[HAK_PATH_MAX]; /* HAKMEM_PAGERD_SOCKET */
 };
 extern struct hak_options hak_opt HAK_HIDDEN;

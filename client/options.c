@@ -41,6 +41,8 @@ static const struct option_def options[] = {
     {"HAKMEM_PAGERD_SOCKET", OPT_PATH, NULL, 0, 0, 0, "path", hak_opt.pagerd_socket, HAK_SHM_DEFAULT_SOCKET},
     /* 1 = a background thread gives back memory idle past the decay, with no allocator call */
     {"HAKMEM_BACKGROUND", OPT_NUM, &hak_opt.background, 0, 0, 1, "0/1", NULL, NULL},
+    /* 1 = ask for transparent huge pages on in-process SuperSlab memory */
+    {"HAKMEM_THP", OPT_NUM, &hak_opt.thp, 0, 0, 1, "0/1", NULL, NULL},
     /* size of the shared file asked of the daemon (address space, not memory) */
     {"HAKMEM_PAGERD_CAPACITY_MB", OPT_NUM, &hak_opt.pagerd_capacity_mb, 16384, 1, HAK_SHM_MAX_CAPACITY, "MiB", NULL, NULL},
 };

@@ -95,6 +95,15 @@ int hak_os_commit(void *p, size_t size)
     return rc;
 }
 
+/* Best effort: without THP in the kernel it is simply not there. */
+void hak_os_huge(void *p, size_t size)
+{
+    int saved = errno;
+    if (!count_or_fail(HAK_OS_MADVISE))
+        madvise(p, size, MADV_HUGEPAGE);
+    errno = saved;
+}
+
 int hak_os_decommit(void *p, size_t size)
 {
     int saved = errno;
@@ -200,7 +209,9 @@ int hak_os_unmap(void *p, size_t size)
 void *hak_os_map_file(void *at, size_t len, int fd, uint64_t off, bool shared)
 {
     int saved = errno;
-    int flags = (shared ? MAP_SHARED : MAP_PRIVATE) | (at ? MAP_FIXED : 0);
+    /* MAP_NORESERVE: shared, a hugetlbfs file would reserve pool pages for
+     * the whole range; the daemon allocates only what it hands out. */
+    int flags = (shared ? MAP_SHARED | MAP_NORESERVE : MAP_PRIVATE) | (at ? MAP_FIXED : 0);
     void *p = count_or_fail(HAK_OS_MMAP) ? MAP_FAILED : mmap(at, len, PROT_READ | PROT_WRITE, flags, fd, (off_t)off);
     errno = saved;
     return p == MAP_FAILED ? NULL : p;

@@ -150,6 +150,11 @@ unsigned hak_provision_acquire(uint32_t *out, unsigned want)
     unsigned have = acquire_warm(out, want);
     atomic_fetch_add_explicit(&acquired[HAK_PROV_EMBEDDED], have, HAK_RELAXED);
     for (int k = HAK_PROV_PAGERD; have < want && k >= HAK_PROV_EMBEDDED; k--) {
+        /* Fresh in-process memory only when nothing else is at hand: its
+         * faults are what the daemon's pre-faulting saves, and a short
+         * batch costs one more pop later, not a system call. */
+        if (k == HAK_PROV_EMBEDDED && have && hak_pagerd_live())
+            break;
         bool tried = false;
         unsigned got = backends[k]->acquire(out + have, want - have, &tried);
         for (unsigned i = 0; i < got; i++)
@@ -191,10 +196,12 @@ void hak_provision_release(uint32_t idx, uint64_t idle_ns)
 
 /* Return the pages of n units of a SuperSlab in use, the way its mapping
  * needs (a shared file's pages must be punched, not dropped). */
-void hak_provision_decommit(uint32_t idx, unsigned unit, unsigned n)
+bool hak_provision_decommit(uint32_t idx, unsigned unit, unsigned n)
 {
-    backend_of(idx)->decommit(idx, unit, n);
+    if (!backend_of(idx)->decommit(idx, unit, n))
+        return false;
     atomic_fetch_add_explicit(&unit_bytes, (uint64_t)n << HAK_UNIT_SHIFT, HAK_RELAXED);
+    return true;
 }
 
 size_t hak_provision_trim(bool force)

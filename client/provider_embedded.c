@@ -50,6 +50,10 @@ static bool extend(unsigned want)
         return false;
     if (hak_os_commit(hak_ss_addr(first), (size_t)n << HAK_SS_SHIFT) != 0)
         return false; /* the indices stay unused; the commit limit is reached */
+    /* HAKMEM_THP: a run starts 2 MiB-aligned (hak_arena_extend), so each
+     * pair of its SuperSlabs can be one huge page; freed units split it. */
+    if (hak_opt.thp)
+        hak_os_huge(hak_ss_addr(first), (size_t)n << HAK_SS_SHIFT);
     for (uint32_t i = n; i-- > 0;) {
         hak_arena_ss_init(first + i);
         clean_push(first + i);
@@ -92,9 +96,10 @@ static bool emb_reuse(uint32_t idx)
     return true;
 }
 
-static void emb_decommit(uint32_t idx, unsigned unit, unsigned n)
+static bool emb_decommit(uint32_t idx, unsigned unit, unsigned n)
 {
     hak_os_decommit((char *)hak_ss_addr(idx) + ((size_t)unit << HAK_UNIT_SHIFT), (size_t)n << HAK_UNIT_SHIFT);
+    return true;
 }
 
 static void emb_trim(void)

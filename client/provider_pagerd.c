@@ -18,13 +18,21 @@
  * ordinary copy-on-write memory in both processes. Such a session is never
  * returned to the daemon; its pages written after the fork exist twice (the
  * file's copy and the private one) until the process exits. Both processes
- * get new SuperSlabs from a fresh session. */
+ * get new SuperSlabs from a fresh session.
+ *
+ * A file of the host's huge page pool (hugetlbfs) is different: a private
+ * mapping of it would take each copy from that pool at the first write
+ * after the fork, and die of SIGBUS when the pool is dry. Its SuperSlabs
+ * are copied into anonymous memory instead, a huge page at a time. Nor can
+ * part of a huge page be given back: units of its SuperSlabs stay resident
+ * until the SuperSlab goes back to the daemon. */
 #include <fcntl.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -36,11 +44,23 @@
 #define BACKOFF_MAX_NS (5000ull * 1000000)
 #define LIVENESS_EVERY_NS (50ull * 1000000)
 #define HEARTBEAT_STALE_NS (3000ull * 1000000)
+#define HUGETLBFS_MAGIC 0x958458f6
+/* An empty ring whose SuperSlabs are on their way is waited for this long
+ * at most: a pre-faulted huge page is worth far more than fresh memory of
+ * our own (a fault per 4 KiB), but a slow daemon must not stall us. With
+ * nothing on its way, the daemon is told (HAK_MSG_DRY) and has DRY_GRACE_NS
+ * to start a fill; if it does not (at a limit), it is not told again for
+ * DRY_QUIET_NS. */
+#define FILL_WAIT_NS (5000ull * 1000)
+#define DRY_GRACE_NS (300ull * 1000)
+#define DRY_QUIET_NS (100ull * 1000000)
 
 struct session {
     int sock;                    /* -1 once closed */
     int memfd;
     struct hak_shm_ctrl *ctrl;   /* control area, NULL once unmapped */
+    size_t ctrl_len;             /* its mapping's length (whole huge pages for hugetlbfs) */
+    bool hugetlb;                /* the file is of the host's huge page pool */
     struct hak_shm_layout layout;
     uint32_t base;               /* arena index of the file's first SuperSlab */
     uint32_t ncpus;              /* validated copy of ctrl->ncpus */
@@ -49,6 +69,7 @@ struct session {
     _Atomic int live;            /* rings in use */
     bool private_copy;           /* remapped MAP_PRIVATE at a fork */
     uint64_t hb_value, hb_seen_ns, next_check_ns; /* liveness, under pd.lock */
+    _Atomic uint64_t dry_quiet_ns; /* no HAK_MSG_DRY before this */
 };
 
 static struct {
@@ -185,7 +206,12 @@ unsigned hak_pagerd_node_of(const struct hak_shm_ctrl *c, uint32_t ncpus, uint32
 static bool map_session(struct session *s)
 {
     const struct hak_shm_layout *l = &s->layout;
-    s->ctrl = hak_os_map_file(NULL, l->ctrl_size, s->memfd, 0, true);
+    struct statfs fs;
+    s->hugetlb = fstatfs(s->memfd, &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC;
+    s->ctrl_len = s->hugetlb ? (l->ctrl_size + HAK_SHM_HUGE_SIZE - 1) & ~(HAK_SHM_HUGE_SIZE - 1) : l->ctrl_size;
+    if (s->hugetlb && (l->capacity & 1))
+        return false; /* whole huge pages only */
+    s->ctrl = hak_os_map_file(NULL, s->ctrl_len, s->memfd, 0, true);
     if (!s->ctrl)
         return false;
     if (!hak_pagerd_ctrl_ok(s->ctrl, l, &s->ncpus))
@@ -220,7 +246,7 @@ static void close_session_io(struct session *s)
 {
     close_socket(s);
     if (s->ctrl) {
-        munmap(s->ctrl, s->layout.ctrl_size);
+        munmap(s->ctrl, s->ctrl_len);
         s->ctrl = NULL;
     }
 }
@@ -394,6 +420,48 @@ static int take(struct session *s, uint64_t off, uint32_t *idx)
     return 1;
 }
 
+/* Tell the daemon a ring ran dry; under the lock, which a lost session's
+ * close of the socket takes (a send to a closed descriptor could reach a
+ * file that reused its number). */
+static bool send_dry(struct session *s)
+{
+    if (!hak_lock_try(&pd.lock))
+        return false;
+    struct hak_msg_hdr h;
+    hak_msg_init(&h, HAK_MSG_DRY, sizeof h);
+    bool sent = atomic_load(&s->live) && s->sock >= 0 && send(s->sock, &h, sizeof h, MSG_NOSIGNAL | MSG_DONTWAIT) == (long)sizeof h;
+    hak_unlock(&pd.lock);
+    return sent;
+}
+
+/* The ring is empty: wait for the first SuperSlab on its way (FILL_WAIT_NS
+ * at most), yielding the CPU (the daemon may need it); with none on its
+ * way, tell the daemon first. True if the ring has something now. */
+static bool wait_fill(struct session *s, struct hak_shm_fill_ring *r)
+{
+    uint64_t start = hak_now_ns();
+    bool told = false;
+    for (;;) {
+        uint32_t level;
+        if (hak_fill_ring_level(r, &level) && level)
+            return true;
+        uint64_t now = hak_now_ns();
+        if (now - start >= FILL_WAIT_NS)
+            return false;
+        if (!atomic_load_explicit(&r->coming.v, memory_order_acquire)) {
+            if (!told) {
+                if (now < atomic_load_explicit(&s->dry_quiet_ns, HAK_RELAXED) || !send_dry(s))
+                    return false;
+                told = true;
+            } else if (now - start >= DRY_GRACE_NS) {
+                atomic_store_explicit(&s->dry_quiet_ns, now + DRY_QUIET_NS, HAK_RELAXED);
+                return false;
+            }
+        }
+        sched_yield();
+    }
+}
+
 static unsigned pd_acquire(uint32_t *out, unsigned want, bool *tried)
 {
     *tried = false;
@@ -408,9 +476,15 @@ static unsigned pd_acquire(uint32_t *out, unsigned want, bool *tried)
     *tried = true;
     struct hak_shm_fill_ring *r = fill_ring(s, current_node(s));
     unsigned got = 0, popped = 0;
+    bool waited = false;
     while (got < want) {
         uint64_t off;
         int rc = hak_fill_ring_pop(r, &off), took = rc > 0 ? take(s, off, &out[got]) : 0;
+        if (rc == 0 && !got && !waited) {
+            waited = true;
+            if (wait_fill(s, r))
+                continue;
+        }
         if (rc == 0)
             break;
         if (rc < 0 || took < 0) {
@@ -512,12 +586,16 @@ static bool pd_reuse(uint32_t idx)
 }
 
 /* Release the pages of units: punch them out of a shared file, or drop
- * the private copies of a session detached at fork. */
-static void pd_decommit(uint32_t idx, unsigned unit, unsigned n)
+ * the private copies of a session detached at fork. Not part of a huge
+ * page of the pool: false, nothing released. */
+static bool pd_decommit(uint32_t idx, unsigned unit, unsigned n)
 {
     struct session *s = session_of(idx);
+    if (s && s->hugetlb && !s->private_copy)
+        return false;
     char *at = (char *)hak_ss_addr(idx) + ((size_t)unit << HAK_UNIT_SHIFT);
     hak_os_decommit_file(at, (size_t)n << HAK_UNIT_SHIFT, s && !s->private_copy);
+    return true;
 }
 
 /* Back to a live daemon, its pages at once if now (else the daemon keeps
@@ -599,7 +677,7 @@ size_t hak_pagerd_resident(uint32_t (*span)[2], unsigned *nspan)
             bytes += (size_t)st.st_blocks * 512; /* SuperSlab and control areas */
         else
             bytes += hak_os_resident(hak_ss_addr(s->base), len) +
-                     (s->ctrl ? hak_os_resident(s->ctrl, s->layout.ctrl_size) : 0);
+                     (s->ctrl ? hak_os_resident(s->ctrl, s->ctrl_len) : 0);
         bytes += hak_os_resident(s->held, ((size_t)s->layout.capacity + 63) / 64 * 8);
         span[i][0] = s->base;
         span[i][1] = s->base + s->layout.capacity;
@@ -611,6 +689,47 @@ size_t hak_pagerd_resident(uint32_t (*span)[2], unsigned *nspan)
 
 /* ---- fork ---- */
 
+/* A pool file's SuperSlab area becomes anonymous memory: the huge pages
+ * holding a SuperSlab of ours are copied aside, the area is mapped
+ * anonymous at once, and the copies are moved into place (no second
+ * copy). False if memory ran out (the area is then unusable). */
+static bool copy_to_anonymous(struct session *s)
+{
+    char *base = hak_ss_addr(s->base);
+    size_t pages = s->layout.capacity / 2, n = 0, list_len = pages * sizeof(void *);
+    void **copy = hak_os_map(list_len);
+    if (!copy)
+        return false;
+    bool ok = true;
+    for (size_t i = 0; i < pages && ok; i++) {
+        uint64_t word = atomic_load(&s->held[i * 2 / 64]), pair = 3ull << (i * 2 % 64);
+        copy[i] = NULL;
+        if (!(word & pair))
+            continue;
+        copy[i] = hak_os_map(HAK_SHM_HUGE_SIZE);
+        if (!copy[i])
+            ok = false;
+        else
+            memcpy(copy[i], base + i * HAK_SHM_HUGE_SIZE, HAK_SHM_HUGE_SIZE);
+        n = i + 1;
+    }
+    size_t len = pages * HAK_SHM_HUGE_SIZE;
+    if (ok && mmap(base, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+                   0) == MAP_FAILED)
+        ok = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!copy[i])
+            continue;
+        if (ok && mremap(copy[i], HAK_SHM_HUGE_SIZE, HAK_SHM_HUGE_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED,
+                         base + i * HAK_SHM_HUGE_SIZE) == MAP_FAILED)
+            ok = false;
+        if (!ok)
+            munmap(copy[i], HAK_SHM_HUGE_SIZE);
+    }
+    munmap(copy, list_len);
+    return ok;
+}
+
 void hak_pagerd_fork_prepare(void)
 {
     hak_lock(&pd.lock);
@@ -621,7 +740,7 @@ void hak_pagerd_fork_prepare(void)
             continue;
         void *at = hak_ss_addr(s->base);
         size_t len = (size_t)s->layout.capacity << HAK_SS_SHIFT;
-        if (hak_os_map_file(at, len, s->memfd, s->layout.ss_offset, false) != at)
+        if (s->hugetlb ? !copy_to_anonymous(s) : hak_os_map_file(at, len, s->memfd, s->layout.ss_offset, false) != at)
             hak_fatal("fork: cannot make the daemon's shared memory private");
         s->private_copy = true;
         atomic_store(&s->live, 0);

@@ -229,8 +229,8 @@ static size_t purge_ss(uint32_t idx, uint32_t now_ms, bool force)
         unsigned u = (unsigned)__builtin_ctz(due), n = 0;
         while (u + n < HAK_UNITS && (due >> (u + n) & 1))
             n++;
-        hak_provision_decommit(idx, u, n);
-        bytes += (size_t)n << HAK_UNIT_SHIFT;
+        if (hak_provision_decommit(idx, u, n))
+            bytes += (size_t)n << HAK_UNIT_SHIFT;
         due &= (uint16_t)~(((1u << n) - 1) << u);
     }
     return bytes;

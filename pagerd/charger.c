@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -177,9 +178,10 @@ void charge_replied(struct req *r, int res)
 }
 
 /* Send one pre-fault; false if the charger cannot take it now. */
-static bool charger_send(struct memcg *cg, struct client *c, struct req *r, uint64_t off, uint64_t len)
+static bool charger_send(struct memcg *cg, struct client *c, struct req *r, enum charge_how how, uint64_t off,
+                         uint64_t len)
 {
-    struct charge_request m = {.seq = cg->ch.seq, .off = off, .len = len};
+    struct charge_request m = {.seq = cg->ch.seq, .how = how, .off = off, .len = len};
     if (!send_with_fd(cg->ch.sock, &m, sizeof m, c->memfd))
         return false;
     r->seq = cg->ch.seq++;
@@ -261,7 +263,7 @@ void charge_tick(uint64_t now)
 
 /* ---- pre-faulting ---- */
 
-/* Room for one more SuperSlab in the client's cgroup? Its room (limit -
+/* Room for one more pre-fault (c->unit SuperSlabs) in the client's cgroup? Its room (limit -
  * usage along its path) is read at most once a millisecond; from it go
  * what we granted since, what we hold for it uncharged, and the reserve
  * for what it allocates itself. And what waits unused in its rings stays
@@ -281,29 +283,44 @@ bool charge_room(struct client *c, uint64_t now)
     }
     if (cg->room == UINT64_MAX)
         return true;
-    const uint64_t ss = HAK_SHM_SS_SIZE;
-    uint64_t taken = cg->granted + ((uint64_t)cg->daemon_ss + cg->inflight) * ss + ((uint64_t)pd.set.cgroup_reserve_mb << 20);
+    const uint64_t ss = HAK_SHM_SS_SIZE, want = c->unit * ss;
+    uint64_t taken = cg->granted + cg->daemon_ss * ss + cg->inflight * want + ((uint64_t)pd.set.cgroup_reserve_mb << 20);
     uint64_t left = cg->room > taken ? cg->room - taken : 0;
-    if (left < ss || (uint64_t)(cg->ahead + 1) * ss * 4 > left + (uint64_t)cg->ahead * ss)
+    if (left < want || ((uint64_t)cg->ahead * ss + want) * 4 > left + (uint64_t)cg->ahead * ss)
         return false;
-    cg->granted += ss;
+    cg->granted += want;
     return true;
 }
 
-/* Pre-fault [off, off + len) of c's file for r, charged as c's cgroup's
- * mode says. False if it cannot be done now (try again on a later tick). */
-bool charge_fallocate(struct client *c, struct req *r, uint64_t off, uint64_t len)
+/* Pre-fault r's SuperSlabs (c->unit from r->ss) of c's file, charged as
+ * c's cgroup's mode says: fallocate for 4 KiB pages; for THP a populating
+ * write through a mapping marked for them (pages.c says why). Pool pages
+ * are no cgroup's memory (pages.c gives them only to clients without a
+ * limit): we fallocate them. False if it cannot be done now (try again on
+ * a later tick). */
+bool charge_prefault(struct client *c, struct req *r)
 {
     struct memcg *cg = c->cg;
+    uint64_t off = hak_shm_ss_offset(&c->layout, r->ss), len = c->unit * HAK_SHM_SS_SIZE;
+    bool huge = c->pages == HAK_PAGES_THP;
+    if (c->pages == HAK_PAGES_HUGETLB) {
+        /* Not fallocate: it holds the file's lock, one page at a time. */
+        loop_madvise(r, (char *)c->ss_area + ((uint64_t)r->ss << HAK_SHM_SS_SHIFT), len, MADV_POPULATE_WRITE);
+        return true;
+    }
     cg->mode = choose_mode(cg, now_ms());
     if (cg->mode == CHARGE_HELPER)
-        return charger_send(cg, c, r, off, len);
-    if (cg->mode != CHARGE_OWN) {
-        c->ss[r->ss].ours = 1;
-        c->ours++;
-        cg->daemon_ss++;
-    }
-    loop_fallocate(r, c->memfd, 0, off, len);
+        return charger_send(cg, c, r, huge ? CHARGE_POPULATE_HUGE : CHARGE_FALLOCATE, off, len);
+    if (cg->mode != CHARGE_OWN)
+        for (uint32_t i = r->ss; i < r->ss + c->unit; i++) {
+            c->ss[i].ours = 1;
+            c->ours++;
+            cg->daemon_ss++;
+        }
+    if (huge)
+        loop_madvise(r, (char *)c->ss_area + ((uint64_t)r->ss << HAK_SHM_SS_SHIFT), len, MADV_POPULATE_WRITE);
+    else
+        loop_fallocate(r, c->memfd, 0, off, len);
     return true;
 }
 

@@ -54,7 +54,11 @@ int charger_main(void)
         if (got <= 0)
             return got == 0 ? 0 : 1;
         struct charge_reply r = {.seq = m.seq, .res = 0};
-        if (fallocate(fd, 0, (off_t)m.off, (off_t)m.len) < 0)
+        if (m.how == CHARGE_POPULATE_HUGE)
+            r.res = pages_populate_huge(fd, m.off, m.len);
+        else if (m.how != CHARGE_FALLOCATE)
+            r.res = -EINVAL;
+        else if (fallocate(fd, 0, (off_t)m.off, (off_t)m.len) < 0)
             r.res = -errno;
         close(fd);
         if (send(CHARGER_FD, &r, sizeof r, MSG_NOSIGNAL) != (ssize_t)sizeof r)

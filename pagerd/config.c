@@ -14,6 +14,7 @@
 
 static const char *const level_names[] = {"warn", "info", "debug", NULL};
 static const char *const charge_names[] = {"auto", "daemon", NULL};
+static const char *const huge_names[] = {"auto", "hugetlb", "thp", "off", NULL};
 
 /* A key is a number in [min, max], one of names (stored as its index), or
  * a name of fewer than PAGERD_NAME_MAX bytes (text: its default). */
@@ -47,6 +48,7 @@ static const struct key {
     {"charge", "charge", offsetof(struct settings, charge), CHARGE_SET_AUTO, 0, 0, charge_names, NULL},
     {"cgroup_reserve_mb", "cgroup-reserve-mb", offsetof(struct settings, cgroup_reserve_mb), 16, 0, 1u << 20, NULL,
      NULL},
+    {"huge_pages", "huge-pages", offsetof(struct settings, huge_pages), HUGE_SET_AUTO, 0, 0, huge_names, NULL},
     {"user", "user", offsetof(struct settings, user), 0, 0, 0, NULL, "nobody"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -342,4 +344,5 @@ void config_reload(void)
     log_setlevel(s.log_level);
     log_info("reloaded %s", pd.cfg.path);
     config_log(&s);
+    pages_detect();
 }

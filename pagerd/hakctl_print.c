@@ -32,6 +32,14 @@ static void text_daemon(FILE *f, const struct snapshot *s)
                "a second)\n",
             d->nnodes, d->numa ? "yes" : "no", d->nclients, d->ss_total, d->ss_limit_client, d->ss_limit_uid,
             d->ss_limit_total, d->sessions_uid, d->status_per_sec);
+    if (d->pages == HAK_PAGES_HUGETLB)
+        fprintf(f, "pages: 2 MiB from the host's pool (%u reserved, %u free) for clients in unlimited cgroups; "
+                   "others: %s\n",
+                d->hugetlb_total, d->hugetlb_free, d->thp ? "2 MiB shmem THP" : "4 KiB");
+    else if (d->pages == HAK_PAGES_THP)
+        fprintf(f, "pages: 2 MiB shmem THP (hugetlb: %s)\n", d->pages_why);
+    else
+        fprintf(f, "pages: 4 KiB (%s)\n", d->pages_why);
 }
 
 static void text_nodes(FILE *f, const struct snapshot *s)
@@ -50,14 +58,14 @@ static void text_clients(FILE *f, const struct snapshot *s)
         fprintf(f, "\nno clients\n");
         return;
     }
-    fprintf(f, "\n%8s %6s %4s %6s %5s %8s %9s %9s %10s %8s %9s\n", "PID", "UID", "NODE", "HELD", "RING", "SERVED",
-            "RETURNED", "RECLAIMED", "LIMIT-HITS", "SESSION", "CONNECTED");
+    fprintf(f, "\n%8s %6s %4s %6s %5s %8s %9s %9s %10s %10s %8s %9s\n", "PID", "UID", "NODE", "HELD", "RING",
+            "SERVED", "RETURNED", "RECLAIMED", "LIMIT-HITS", "PAGES", "SESSION", "CONNECTED");
     for (uint32_t i = 0; i < s->d.nclients; i++) {
         const struct hak_status_client *c = &s->clients[i];
         char up[32];
-        fprintf(f, "%8d %6u %4u %6u %5u %8" PRIu64 " %9" PRIu64 " %9" PRIu64 " %10" PRIu64 " %8" PRIu64 " %9s\n",
+        fprintf(f, "%8d %6u %4u %6u %5u %8" PRIu64 " %9" PRIu64 " %9" PRIu64 " %10" PRIu64 " %10s %8" PRIu64 " %9s\n",
                 c->pid, c->uid, c->node, c->held, c->ring_level, c->served, c->returned, c->reclaimed, c->limit_hits,
-                c->session, duration(c->connected_ms, up, sizeof up));
+                hak_pages_name(c->pages), c->session, duration(c->connected_ms, up, sizeof up));
     }
 }
 
@@ -175,10 +183,10 @@ static void json_client(FILE *f, const struct hak_status_client *c)
             "{\"pid\":%d,\"uid\":%u,\"node\":%u,\"session\":%" PRIu64 ",\"capacity\":%u,\"held\":%u,"
             "\"ring_level\":%u,\"dirty\":%u,\"watermark\":%u,\"served\":%" PRIu64 ",\"returned\":%" PRIu64
             ",\"limit_hits\":%" PRIu64 ",\"connected_ms\":%" PRIu64 ",\"charge\":\"%s\",\"daemon_held\":%u"
-            ",\"cgroup_hits\":%" PRIu64 ",\"reclaimed\":%" PRIu64,
+            ",\"cgroup_hits\":%" PRIu64 ",\"reclaimed\":%" PRIu64 ",\"pages\":\"%s\"",
             c->pid, c->uid, c->node, c->session, c->capacity, c->held, c->ring_level, c->dirty, c->watermark,
             c->served, c->returned, c->limit_hits, c->connected_ms, charge_name(c->charge), c->daemon_held,
-            c->cgroup_hits, c->reclaimed);
+            c->cgroup_hits, c->reclaimed, hak_pages_name(c->pages));
     json_bytes(f, "cg_limit", c->cg_limit);
     json_bytes(f, "cg_usage", c->cg_usage);
     fputs(",\"cgroup\":", f);
@@ -204,9 +212,12 @@ void print_json(FILE *f, const struct snapshot *s)
     fprintf(f,
             ",\"pid\":%u,\"uptime_ms\":%" PRIu64 ",\"numa\":%s,\"ss_total\":%" PRIu64
             ",\"ss_limit_client\":%" PRIu64 ",\"ss_limit_uid\":%" PRIu64 ",\"ss_limit_total\":%" PRIu64
-            ",\"sessions_uid\":%u,\"status_per_sec\":%u,\"nodes\":[",
+            ",\"sessions_uid\":%u,\"status_per_sec\":%u,\"pages\":\"%s\",\"thp\":%s,\"hugetlb_total\":%u,\"hugetlb_free\":%u,\"pages_why\":",
             d->pid, d->uptime_ms, d->numa ? "true" : "false", d->ss_total, d->ss_limit_client, d->ss_limit_uid,
-            d->ss_limit_total, d->sessions_uid, d->status_per_sec);
+            d->ss_limit_total, d->sessions_uid, d->status_per_sec, hak_pages_name(d->pages),
+            d->thp ? "true" : "false", d->hugetlb_total, d->hugetlb_free);
+    json_string(f, d->pages_why);
+    fputs(",\"nodes\":[", f);
     for (uint32_t i = 0; i < d->nnodes; i++) {
         if (i)
             fputc(',', f);

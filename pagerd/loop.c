@@ -113,6 +113,13 @@ void loop_fallocate(struct req *r, int fd, int mode, uint64_t off, uint64_t len)
     io_uring_sqe_set_data(sqe, r);
 }
 
+void loop_madvise(struct req *r, void *addr, uint64_t len, int advice)
+{
+    struct io_uring_sqe *sqe = sqe_get();
+    io_uring_prep_madvise(sqe, addr, (off_t)len, advice);
+    io_uring_sqe_set_data(sqe, r);
+}
+
 static void arm_tick(void)
 {
     struct io_uring_sqe *sqe = sqe_get();
@@ -249,6 +256,14 @@ void loop_init(void)
      * request structs and client references they carry. */
     if (!(p.features & IORING_FEAT_NODROP))
         fatalx("io_uring: kernel lacks IORING_FEAT_NODROP (need Linux 5.5 or later)");
+    /* Pre-faults and punches run in the kernel's io_uring workers. Left
+     * alone it starts one per request in flight: a ring's worth of huge
+     * pages zeroed at once would be hundreds of threads. One per CPU keeps
+     * every CPU zeroing when clients grow fast, and no more. */
+    unsigned workers[2] = {pd.ncpus, pd.ncpus};
+    e = io_uring_register_iowq_max_workers(&ring, workers);
+    if (e < 0)
+        log_warnx("io_uring: no limit on its workers: %s", strerror(-e));
     loop_accept();
     arm_tick();
     arm_signal();

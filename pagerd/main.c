@@ -113,6 +113,7 @@ static void started(int ready_fd)
              pd.numa ? "yes" : pd.set.fake_nodes ? "fake" : "no", pd.ncpus, pd.set.limit_client,
              pd.set.limit_total);
     config_log(&pd.set);
+    pages_detect();
     notify_service("READY=1");
     if (ready_fd >= 0) {
         ssize_t w = write(ready_fd, "", 1);

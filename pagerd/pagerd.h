@@ -31,6 +31,8 @@
 #define PAGERD_IDLE_SCAN_MS 100
 /* A ring's watermark covers this many ticks of the client's pop rate. */
 #define PAGERD_WM_TICKS 20
+/* After a failed pre-fault (a dry huge page pool), none for this long. */
+#define PAGERD_PREFAULT_RETRY_MS 1000
 /* One limit or error line per client per this many ms at most. */
 #define PAGERD_LOG_EVERY_MS 1000
 #define SS_NIL UINT32_MAX
@@ -39,6 +41,9 @@ enum log_level { LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 /* Who pre-faults a client's pages: a charger in its cgroup when we can
  * move one there, else we (auto); always we (daemon). */
 enum charge_setting { CHARGE_SET_AUTO, CHARGE_SET_DAEMON };
+/* Huge pages for clients' files (pages.c): the best the host offers
+ * (auto), only one kind (hugetlb, thp), never (off). */
+enum huge_setting { HUGE_SET_AUTO, HUGE_SET_HUGETLB, HUGE_SET_THP, HUGE_SET_OFF };
 
 #define PAGERD_NAME_MAX 33 /* a user name and its NUL */
 
@@ -61,6 +66,7 @@ struct settings {
     uint32_t status_per_sec;   /* status requests of one uid, and of one connection */
     uint32_t charge;           /* enum charge_setting */
     uint32_t cgroup_reserve_mb; /* room in a client's cgroup we never pre-fault into */
+    uint32_t huge_pages;       /* enum huge_setting */
     char user[PAGERD_NAME_MAX]; /* started as root: the user to run as ("root": stay) */
 };
 
@@ -83,8 +89,8 @@ enum req_kind {
     REQ_RECV,     /* one datagram from a client (embedded in the client) */
     REQ_TICK,     /* the periodic timeout */
     REQ_SIGNAL,   /* a read of the signalfd */
-    REQ_PREFAULT, /* fallocate(0) of one SuperSlab, by us or by a charger */
-    REQ_PUNCH,    /* fallocate(PUNCH_HOLE) of one SuperSlab */
+    REQ_PREFAULT, /* pre-fault of one SuperSlab (a pair with huge pages), by us or by a charger */
+    REQ_PUNCH,    /* fallocate(PUNCH_HOLE) of one SuperSlab (a pair with huge pages) */
     REQ_CHARGER,  /* one reply from a charger (embedded in its memcg) */
 };
 
@@ -95,7 +101,7 @@ struct req {
     enum req_kind kind;
     struct client *client; /* RECV, PREFAULT, PUNCH: the owner */
     struct memcg *cg;      /* CHARGER: the cgroup whose charger replies */
-    uint32_t ss;           /* PREFAULT, PUNCH: SuperSlab index in its file */
+    uint32_t ss;           /* PREFAULT, PUNCH: SuperSlab index in its file (a pair's even one) */
     uint32_t seq;          /* PREFAULT sent to a charger: its number */
     struct req *next;      /* the loop's free list; a charger's queue */
 };
@@ -121,10 +127,14 @@ enum charge_mode {
 };
 
 /* Messages between the daemon and a charger, over a socketpair. */
+enum charge_how {
+    CHARGE_FALLOCATE,     /* fallocate(fd, 0, off, len) */
+    CHARGE_POPULATE_HUGE, /* map, MADV_HUGEPAGE, MADV_POPULATE_WRITE (pages.c) */
+};
 struct charge_request {
     uint32_t seq;
-    uint32_t pad;
-    uint64_t off, len; /* fallocate(fd, 0, off, len); fd as SCM_RIGHTS */
+    uint32_t how;      /* enum charge_how */
+    uint64_t off, len; /* of the file passed as SCM_RIGHTS */
 };
 struct charge_reply {
     uint32_t seq;
@@ -184,6 +194,10 @@ struct ss {
     uint8_t ours;      /* its pages were allocated by us (CHARGE_DAEMON) */
     uint8_t taken;     /* PUNCHING, TAKEN: taken back idle, the client has not
                           pushed it back yet */
+    uint8_t pair_wait; /* PUNCHING, huge pages: no punch in flight; waits for
+                          the other half of its page to be punched with it */
+    uint8_t in_ring;   /* pushed to a fill ring, and the client's head not
+                          past it yet (whatever its state since) */
 };
 
 /* One node of one client: the shadow of its fill ring and its warm
@@ -244,7 +258,9 @@ struct client {
     uint64_t connected_ms;
     struct hak_shm_layout layout; /* ours: computed, never read back */
     struct hak_shm_ctrl *ctrl;    /* our mapping of the control area */
-    void *ss_area;                /* our mapping of the SuperSlab area */
+    void *ss_area;                /* our mapping of the SuperSlab area, 2 MiB aligned */
+    enum hak_pages pages;         /* what backs its file */
+    uint32_t unit;                /* SuperSlabs per pre-fault and punch: 1, or 2 (a huge page) */
     struct ss *ss;                /* [layout.capacity] */
     uint32_t free_top;            /* free stack of SS_FREE, SS_NIL if empty */
     struct cnode *node;           /* [layout.nnodes] */
@@ -254,6 +270,7 @@ struct client {
     uint32_t watermark;           /* fill target per ring */
     uint32_t pops_tick;           /* pops seen this tick */
     double pop_rate;              /* pops per tick, smoothed */
+    uint64_t dry_seen;            /* ctrl->c_fallbacks as last seen */
     uint64_t served;
     uint64_t returned;
     uint64_t reclaimed;           /* SuperSlabs taken back idle (warm or in a ring) */
@@ -262,6 +279,8 @@ struct client {
     uint64_t idle_hint;           /* ctrl->c_idle at the last idle scan */
     uint64_t idle_next_ms;        /* no idle scan before this */
     bool idle_pending;            /* the last scan saw a deadline not yet due */
+    uint64_t fresh_after_ms;      /* no fresh pre-fault before (one failed) */
+    uint64_t blocks_next_ms;      /* huge page pool: its file's size looked at next */
     uint64_t limit_hits;
     uint64_t cgroup_hits;         /* of which for want of room in its cgroup */
     uint64_t limit_logged_ms;
@@ -304,6 +323,9 @@ struct pagerd {
     uint32_t nconns;        /* clients in the list */
     uint32_t nsessions;     /* of which SESSION */
     uint64_t charged;       /* sum of client_charge() over sessions */
+    enum hak_pages pages;   /* the best new sessions' files may get (pages.c) */
+    bool thp;               /* shmem THP available */
+    char pages_why[128];    /* why not huge pages, or not hugetlb ones */
     uint64_t next_session;
     uint64_t start_ms;
 };
@@ -341,6 +363,7 @@ void loop_recv_charger(struct memcg *cg);
 void loop_accept(void);
 void loop_recv(struct client *c);
 void loop_fallocate(struct req *r, int fd, int mode, uint64_t off, uint64_t len);
+void loop_madvise(struct req *r, void *addr, uint64_t len, int advice);
 
 /* session.c */
 const char *session_listen(const char *path);
@@ -360,9 +383,11 @@ bool pool_client_init(struct client *c);
 void pool_client_free(struct client *c);
 uint32_t client_charge(const struct client *c);
 void ss_set_state(struct client *c, uint32_t idx, enum ss_state st);
-void ss_free_push(struct client *c, uint32_t idx);
+void ss_freed(struct client *c, uint32_t idx);
 void client_error(struct client *c, const char *what, int err);
 bool pool_account_pops(struct client *c, uint32_t n);
+void pool_client_start(struct client *c);
+void pool_client_dry(struct client *c);
 void pool_tick(uint64_t now);
 void pool_prefault_done(struct req *r, int res);
 
@@ -388,11 +413,19 @@ bool charge_session_start(struct client *c);
 void charge_session_end(struct client *c);
 bool charge_room(struct client *c, uint64_t now);
 void charge_tick(uint64_t now);
-bool charge_fallocate(struct client *c, struct req *r, uint64_t off, uint64_t len);
+bool charge_prefault(struct client *c, struct req *r);
 void charge_replied(struct req *r, int res);
 void charge_ss_freed(struct client *c, uint32_t idx);
 const char *charge_mode_name(enum charge_mode m);
 int charger_main(void);
+
+/* pages.c */
+void pages_detect(void);
+enum hak_pages pages_choose(struct client *c, uint32_t *capacity);
+bool pages_hugetlb_count(uint32_t *total, uint32_t *free_pages);
+uint64_t pages_map_len(enum hak_pages p, uint64_t len);
+void *pages_map_aligned(int fd, uint64_t off, uint64_t len);
+int pages_populate_huge(int fd, uint64_t off, uint64_t len);
 
 /* privs.c */
 void privs_drop(const char *user);

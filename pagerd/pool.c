@@ -8,6 +8,7 @@
 #include <numaif.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pagerd.h"
@@ -101,10 +102,21 @@ void ss_set_state(struct client *c, uint32_t idx, enum ss_state st)
         charge_ss_freed(c, idx);
 }
 
-void ss_free_push(struct client *c, uint32_t idx)
+static void ss_free_push(struct client *c, uint32_t idx)
 {
     c->ss[idx].next = c->free_top;
     c->free_top = idx;
+}
+
+/* Its pages are gone: FREE, and on the free stack once the whole unit of
+ * pre-faulting is (with huge pages, both halves of the page). */
+void ss_freed(struct client *c, uint32_t idx)
+{
+    ss_set_state(c, idx, SS_FREE);
+    if (c->unit == 1)
+        ss_free_push(c, idx);
+    else if (c->ss[idx ^ 1].state == SS_FREE)
+        ss_free_push(c, idx & ~1u);
 }
 
 static uint32_t ss_free_pop(struct client *c)
@@ -124,10 +136,14 @@ bool pool_client_init(struct client *c)
         log_warn("calloc for a file of %u SuperSlabs", cap);
         return false;
     }
-    /* Lowest offsets first: a small client touches little of its file. */
+    /* Lowest offsets first: a small client touches little of its file.
+     * With huge pages the stack holds pairs by their even index (an odd
+     * capacity's last SuperSlab is never used). */
     c->free_top = SS_NIL;
-    for (uint32_t i = cap; i-- > 0;)
+    for (uint32_t i = cap / c->unit * c->unit; i > 0;) {
+        i -= c->unit;
         ss_free_push(c, i);
+    }
     for (uint32_t n = 0; n < c->layout.nnodes; n++)
         c->node[n].dirty_old = c->node[n].dirty_new = SS_NIL;
     memset(c->count, 0, sizeof c->count);
@@ -172,6 +188,7 @@ bool pool_account_pops(struct client *c, uint32_t n)
     uint32_t served = 0;
     for (uint32_t i = 0; i < popped; i++, cn->head++) {
         uint32_t idx = cn->shadow[cn->head & FILL_MASK];
+        c->ss[idx].in_ring = 0;
         if (c->ss[idx].state == SS_RING) { /* else taken back meanwhile */
             ss_set_state(c, idx, SS_CLIENT);
             served++;
@@ -204,19 +221,28 @@ static bool fill_push(struct client *c, uint32_t n, uint32_t idx)
     }
     cn->shadow[cn->tail & FILL_MASK] = idx;
     cn->tail++;
+    c->ss[idx].in_ring = 1;
     ss_set_state(c, idx, SS_RING);
     return true;
 }
 
+/* Ours, and the client's hint (shm/: coming). */
+static void set_prefaulting(struct client *c, uint32_t n, uint32_t v)
+{
+    c->node[n].prefaulting = v;
+    atomic_store_explicit(&hak_shm_fill_ring(c->ctrl, n)->coming.v, v, memory_order_release);
+}
+
 /* ---- refill ---- */
 
-static bool within_limits(struct client *c)
+/* Room under every limit for n more SuperSlabs. */
+static bool within_limits(struct client *c, uint32_t n)
 {
-    if (c->user->charged >= pd.set.limit_uid) {
+    if (c->user->charged + n > pd.set.limit_uid) {
         c->user->limit_hits++;
         return false;
     }
-    return client_charge(c) < pd.set.limit_client && pd.charged < pd.set.limit_total;
+    return client_charge(c) + n <= pd.set.limit_client && pd.charged + n <= pd.set.limit_total;
 }
 
 static void limit_hit(struct client *c, uint64_t now)
@@ -252,23 +278,27 @@ static void bind_node(struct client *c, uint32_t idx, uint32_t node)
     memset(mask, 0, sizeof mask);
     mask[node / (8 * sizeof(unsigned long))] = 1ul << (node % (8 * sizeof(unsigned long)));
     void *addr = (char *)c->ss_area + ((uint64_t)idx << HAK_SHM_SS_SHIFT);
-    if (mbind(addr, HAK_SHM_SS_SIZE, MPOL_PREFERRED, mask, 8 * sizeof mask, 0) < 0)
+    if (mbind(addr, c->unit * HAK_SHM_SS_SIZE, MPOL_PREFERRED, mask, 8 * sizeof mask, 0) < 0)
         client_error(c, "mbind", errno);
 }
 
-/* False if it cannot start now (the SuperSlab stays free). */
+/* Pre-fault the unit at idx (a SuperSlab, or a huge page's pair) for node
+ * n. False if it cannot start now (the unit stays free). */
 static bool prefault(struct client *c, uint32_t n, uint32_t idx)
 {
-    c->ss[idx].node = (uint8_t)n;
-    ss_set_state(c, idx, SS_PREFAULTING);
-    c->node[n].prefaulting++;
+    for (uint32_t i = idx; i < idx + c->unit; i++) {
+        c->ss[i].node = (uint8_t)n;
+        ss_set_state(c, i, SS_PREFAULTING);
+    }
+    set_prefaulting(c, n, c->node[n].prefaulting + c->unit);
     bind_node(c, idx, n);
     struct req *r = req_new(REQ_PREFAULT, c, idx);
-    if (charge_fallocate(c, r, hak_shm_ss_offset(&c->layout, idx), HAK_SHM_SS_SIZE))
+    if (charge_prefault(c, r))
         return true;
     req_done(r);
-    c->node[n].prefaulting--;
-    ss_set_state(c, idx, SS_FREE);
+    set_prefaulting(c, n, c->node[n].prefaulting - c->unit);
+    for (uint32_t i = idx; i < idx + c->unit; i++)
+        ss_set_state(c, i, SS_FREE);
     return false;
 }
 
@@ -278,22 +308,30 @@ void pool_prefault_done(struct req *r, int res)
     if (c->state != CL_SESSION)
         return;
     uint32_t idx = r->ss, n = c->ss[idx].node;
-    c->node[n].prefaulting--;
+    set_prefaulting(c, n, c->node[n].prefaulting - c->unit);
     if (res < 0) {
-        client_error(c, "pre-fault", -res);
-        reclaim_punch(c, idx); /* whatever pages it got go back */
+        /* The pool ran dry (or the host is out of memory): its rings too,
+         * for a while, and it allocates in-process meanwhile. */
+        client_error(c, c->pages == HAK_PAGES_HUGETLB ? "pre-fault from the huge page pool" : "pre-fault", -res);
+        c->fresh_after_ms = now_ms() + PAGERD_PREFAULT_RETRY_MS;
+        for (uint32_t i = idx; i < idx + c->unit; i++)
+            reclaim_punch(c, i); /* whatever pages it got go back */
         return;
     }
-    pd.nodes[n].prefaulted++;
-    fill_push(c, n, idx);
+    pd.nodes[n].prefaulted += c->unit;
+    for (uint32_t i = idx; i < idx + c->unit; i++)
+        if (!fill_push(c, n, i))
+            return;
 }
 
-/* Fill node n's ring up to the watermark, counting what is on its way. */
+/* Fill node n's ring up to the watermark, counting what is on its way (a
+ * pair may pass it by one, never the ring's size). */
 static bool top_up(struct client *c, uint32_t n, uint64_t now)
 {
     struct cnode *cn = &c->node[n];
-    while (cn->tail - cn->head + cn->prefaulting < c->watermark) {
-        if (!within_limits(c)) {
+    uint32_t out;
+    while ((out = cn->tail - cn->head + cn->prefaulting) < c->watermark && out + c->unit <= HAK_SHM_FILL_SLOTS) {
+        if (!within_limits(c, 1)) {
             limit_hit(c, now);
             break;
         }
@@ -302,6 +340,12 @@ static bool top_up(struct client *c, uint32_t n, uint64_t now)
             if (!fill_push(c, n, idx))
                 return false;
             continue;
+        }
+        if (now < c->fresh_after_ms)
+            break; /* a pre-fault failed a moment ago */
+        if (c->unit > 1 && !within_limits(c, c->unit)) {
+            limit_hit(c, now);
+            break;
         }
         if (!charge_room(c, now)) {
             c->cgroup_hits++;
@@ -319,14 +363,76 @@ static bool top_up(struct client *c, uint32_t n, uint64_t now)
     return true;
 }
 
-/* Enough in each ring for PAGERD_WM_TICKS ticks at the recent pop rate. */
+/* A new session's rings start filling at once: its first need is now,
+ * not a tick from now. */
+void pool_client_start(struct client *c)
+{
+    uint64_t now = now_ms();
+    for (uint32_t n = 0; n < c->layout.nnodes; n++)
+        if (!top_up(c, n, now))
+            return;
+}
+
+/* A ring that ran dry doubles the watermark: the client used all we had
+ * ahead of it, so it grows faster than its past pops show. */
+static void dry_double(struct client *c)
+{
+    uint32_t w = c->watermark < c->unit ? c->unit : c->watermark;
+    c->watermark = w >= pd.set.max_watermark / 2 ? pd.set.max_watermark : 2 * w;
+}
+
+/* The client found a ring empty with nothing on its way (HAK_MSG_DRY) and
+ * waits a moment before it provisions itself: the fill starts now, not at
+ * the next tick. As hostile as any message: it can do no more than move
+ * the watermark within its bounds. */
+void pool_client_dry(struct client *c)
+{
+    for (uint32_t n = 0; n < c->layout.nnodes; n++)
+        if (!pool_account_pops(c, n))
+            return;
+    dry_double(c);
+    pool_client_start(c);
+}
+
+/* Enough in each ring for PAGERD_WM_TICKS ticks at the recent pop rate,
+ * which follows a rise at once and a fall slowly; and no less than twice
+ * the last watermark if a ring ran dry since the last tick (the client
+ * counts the times it had to provision itself: a hint, which can do no more
+ * than move the watermark within its bounds). */
 static void adapt_watermark(struct client *c)
 {
-    c->pop_rate += ((double)c->pops_tick - c->pop_rate) / RATE_SMOOTHING;
+    uint64_t dry = atomic_load_explicit(&c->ctrl->c_fallbacks, memory_order_relaxed);
+    double pops = c->pops_tick;
+    c->pop_rate = pops > c->pop_rate ? pops : c->pop_rate + (pops - c->pop_rate) / RATE_SMOOTHING;
     c->pops_tick = 0;
     double want = ceil(c->pop_rate * PAGERD_WM_TICKS);
+    if (dry != c->dry_seen && want < 2.0 * c->watermark)
+        want = 2.0 * c->watermark;
+    c->dry_seen = dry;
     uint32_t lo = pd.set.min_watermark, hi = pd.set.max_watermark;
     c->watermark = want <= lo ? lo : want >= hi ? hi : (uint32_t)want;
+}
+
+/* A file of pool pages holds no more than what we gave: a client that
+ * writes (or reads) pages of it it was never given takes them from the
+ * host's pool, charged to nobody. Every SuperSlab with pages is in a state
+ * other than FREE (the two halves of a pool page together). */
+static bool blocks_ours(struct client *c, uint64_t now)
+{
+    if (c->pages != HAK_PAGES_HUGETLB || now < c->blocks_next_ms)
+        return true;
+    c->blocks_next_ms = now + PAGERD_IDLE_SCAN_MS;
+    struct stat st;
+    if (fstat(c->memfd, &st) < 0)
+        return true;
+    uint64_t have = (uint64_t)st.st_blocks * 512;
+    uint64_t given = pages_map_len(c->pages, c->layout.ctrl_size) +
+                     (uint64_t)(c->layout.capacity - c->count[SS_FREE]) * HAK_SHM_SS_SIZE;
+    if (have <= given)
+        return true;
+    session_drop(c, "holds %llu MiB of huge pages in its file, %llu MiB more than it was given",
+                 (unsigned long long)(have >> 20), (unsigned long long)((have - given) >> 20));
+    return false;
 }
 
 static void client_tick(struct client *c, uint64_t now)
@@ -335,7 +441,7 @@ static void client_tick(struct client *c, uint64_t now)
     for (uint32_t n = 0; n < c->layout.nnodes; n++)
         if (!pool_account_pops(c, n))
             return;
-    if (!reclaim_drain(c, now))
+    if (!reclaim_drain(c, now) || !blocks_ours(c, now))
         return;
     reclaim_idle(c, now);
     for (uint32_t n = 0; n < c->layout.nnodes; n++)

@@ -73,14 +73,18 @@ static bool take_back(struct client *c, uint64_t off, uint64_t now)
     if (c->ss[idx].state == SS_RING && !pool_account_pops(c, c->ss[idx].node))
         return false;
     struct ss *s = &c->ss[idx];
+    if (s->taken && s->in_ring && !pool_account_pops(c, s->node))
+        return false;
+    if (s->taken && s->in_ring) {
+        session_drop(c, "returned offset %#llx still in its fill ring", (unsigned long long)off);
+        return false;
+    }
     if (s->taken && (s->state == SS_TAKEN || s->state == SS_PUNCHING)) {
         /* The client knows we took it: free once its pages are gone. */
         s->taken = 0;
         c->acked++;
-        if (s->state == SS_TAKEN) {
-            ss_set_state(c, idx, SS_FREE);
-            ss_free_push(c, idx);
-        }
+        if (s->state == SS_TAKEN)
+            ss_freed(c, idx);
         return true;
     }
     if (s->state != SS_CLIENT) {
@@ -123,21 +127,55 @@ bool reclaim_drain(struct client *c, uint64_t now)
 /* ---- punching ---- */
 
 /* The SuperSlab cannot be handed out again until the punch completed:
- * a punch landing after a reuse would zero the client's data. */
+ * a punch landing after a reuse would zero the client's data. With huge
+ * pages the two halves of a page are punched together (punching one would
+ * split the page and free nothing): the first waits for the second. */
 void reclaim_punch(struct client *c, uint32_t idx)
 {
     ss_set_state(c, idx, SS_PUNCHING);
+    if (c->unit == 2) {
+        struct ss *other = &c->ss[idx ^ 1];
+        if (!(other->state == SS_PUNCHING && other->pair_wait)) {
+            c->ss[idx].pair_wait = 1;
+            return;
+        }
+        other->pair_wait = 0;
+        idx &= ~1u;
+    }
     struct req *r = req_new(REQ_PUNCH, c, idx);
-    loop_fallocate(r, c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, hak_shm_ss_offset(&c->layout, idx), HAK_SHM_SS_SIZE);
+    loop_fallocate(r, c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, hak_shm_ss_offset(&c->layout, idx),
+                   c->unit * HAK_SHM_SS_SIZE);
 }
 
+static bool due(const struct client *c, uint32_t idx, uint64_t now)
+{
+    return c->ss[idx].state == SS_DIRTY && now - c->ss[idx].dirty_ms >= pd.set.reclaim_delay_ms;
+}
+
+/* Warm SuperSlabs past the delay are punched. With huge pages only a whole
+ * page is: a half whose other half is in use stays warm (the page is
+ * resident anyway), first in line for reuse. */
 void reclaim_punch_old(struct client *c, uint64_t now)
 {
     for (uint32_t n = 0; n < c->layout.nnodes; n++) {
-        uint32_t idx;
-        while ((idx = c->node[n].dirty_old) != SS_NIL && now - c->ss[idx].dirty_ms >= pd.set.reclaim_delay_ms) {
-            dirty_unlink(c, idx);
-            reclaim_punch(c, idx);
+        uint32_t idx = c->node[n].dirty_old;
+        while (idx != SS_NIL && due(c, idx, now)) {
+            uint32_t next = c->ss[idx].next, other = idx ^ 1;
+            if (c->unit == 1) {
+                dirty_unlink(c, idx);
+                reclaim_punch(c, idx);
+            } else if (due(c, other, now)) {
+                if (next == other)
+                    next = c->ss[other].next;
+                dirty_unlink(c, idx);
+                dirty_unlink(c, other);
+                reclaim_punch(c, idx);
+                reclaim_punch(c, other);
+            } else if (c->ss[other].state == SS_PUNCHING && c->ss[other].pair_wait) {
+                dirty_unlink(c, idx);
+                reclaim_punch(c, idx);
+            }
+            idx = next;
         }
     }
 }
@@ -149,17 +187,16 @@ void reclaim_punch_done(struct req *r, int res)
     struct client *c = r->client;
     if (c->state != CL_SESSION)
         return;
-    uint32_t idx = r->ss;
     if (res < 0)
         client_error(c, "punch", -res);
-    else
-        pd.nodes[c->ss[idx].node].punched++;
-    if (c->ss[idx].taken) {
-        ss_set_state(c, idx, SS_TAKEN); /* until the client pushes it back */
-        return;
+    for (uint32_t idx = r->ss; idx < r->ss + c->unit; idx++) {
+        if (res >= 0)
+            pd.nodes[c->ss[idx].node].punched++;
+        if (c->ss[idx].taken)
+            ss_set_state(c, idx, SS_TAKEN); /* until the client pushes it back */
+        else
+            ss_freed(c, idx);
     }
-    ss_set_state(c, idx, SS_FREE);
-    ss_free_push(c, idx);
 }
 
 /* Ours again (its idle word says TAKEN): punched, then it waits for the

@@ -376,6 +376,7 @@ static void ctrl_init(struct client *c)
     ctrl->version = HAK_SHM_VERSION;
     ctrl->layout = c->layout;
     ctrl->ncpus = pd.ncpus;
+    ctrl->pages = c->pages;
     atomic_store_explicit(&ctrl->now_ms, (uint32_t)now_ms(), memory_order_relaxed);
     memcpy(ctrl->cpu_node, pd.cpu_node, pd.ncpus);
     /* The rings start zeroed: ftruncate gave us a file of zeros. */
@@ -387,7 +388,9 @@ static bool file_create(struct client *c)
 {
     char name[32];
     snprintf(name, sizeof name, "hakmem-%d", c->pid);
-    c->memfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    /* memfd_create takes the page size as mmap does: log2 at MAP_HUGE_SHIFT. */
+    unsigned huge = c->pages == HAK_PAGES_HUGETLB ? MFD_HUGETLB | (HAK_SHM_HUGE_SHIFT << MAP_HUGE_SHIFT) : 0;
+    c->memfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | huge);
     if (c->memfd < 0) {
         log_warn("memfd_create");
         return false;
@@ -400,20 +403,25 @@ static bool file_create(struct client *c)
         log_warn("F_ADD_SEALS");
         return false;
     }
-    void *p = mmap(NULL, c->layout.ctrl_size, PROT_READ | PROT_WRITE, MAP_SHARED, c->memfd, 0);
+    void *p = mmap(NULL, pages_map_len(c->pages, c->layout.ctrl_size), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_NORESERVE, c->memfd, 0);
     if (p == MAP_FAILED) {
         log_warn("mmap control area");
         return false;
     }
     c->ctrl = p;
-    /* Only for mbind: the daemon never touches SuperSlab bytes. */
-    p = mmap(NULL, (uint64_t)c->layout.capacity << HAK_SHM_SS_SHIFT, PROT_READ | PROT_WRITE,
-             MAP_SHARED | MAP_NORESERVE, c->memfd, (off_t)c->layout.ss_offset);
-    if (p == MAP_FAILED) {
+    /* For mbind, and for pre-faulting huge pages (pages.c): the daemon
+     * never reads or writes SuperSlab bytes. */
+    uint64_t len = (uint64_t)c->layout.capacity << HAK_SHM_SS_SHIFT;
+    c->ss_area = pages_map_aligned(c->memfd, c->layout.ss_offset, len);
+    if (!c->ss_area) {
         log_warn("mmap SuperSlab area (%u MiB)", c->layout.capacity);
         return false;
     }
-    c->ss_area = p;
+    if (c->pages == HAK_PAGES_THP && madvise(c->ss_area, len, MADV_HUGEPAGE) < 0) {
+        log_warn("madvise(MADV_HUGEPAGE) of a client's file");
+        return false;
+    }
     ctrl_init(c);
     return true;
 }
@@ -421,7 +429,7 @@ static bool file_create(struct client *c)
 static void file_discard(struct client *c)
 {
     if (c->ctrl)
-        munmap(c->ctrl, c->layout.ctrl_size);
+        munmap(c->ctrl, pages_map_len(c->pages, c->layout.ctrl_size));
     if (c->ss_area)
         munmap(c->ss_area, (uint64_t)c->layout.capacity << HAK_SHM_SS_SHIFT);
     if (c->memfd >= 0)
@@ -445,27 +453,30 @@ static void hello(struct client *c)
     if (!user_may_open_session(c->user))
         return refuse(c, HAK_REFUSE_LIMIT, "uid %u has %u sessions (sessions_uid)", c->uid, c->user->sessions);
     uint32_t cap = h.capacity < pd.set.max_capacity ? h.capacity : pd.set.max_capacity;
+    if (!charge_session_start(c))
+        return refuse(c, HAK_REFUSE_RESOURCE, "the daemon is out of memory");
+    c->pages = pages_choose(c, &cap);
+    c->unit = c->pages == HAK_PAGES_4K ? 1 : 2;
     if (!hak_shm_layout_compute(pd.nnodes, cap, &c->layout))
         return refuse(c, HAK_REFUSE_BAD, "no layout for capacity %u", cap);
     if (!pool_client_init(c) || !file_create(c)) {
         file_discard(c);
         return refuse(c, HAK_REFUSE_RESOURCE, "the daemon could not create the file");
     }
-    if (!charge_session_start(c)) {
-        file_discard(c);
-        return refuse(c, HAK_REFUSE_RESOURCE, "the daemon is out of memory");
-    }
     c->session = ++pd.next_session;
+    c->state = CL_SESSION;
+    pd.nsessions++;
+    c->user->sessions++;
+    /* Before the welcome: its first pop, a moment from now, then finds
+     * SuperSlabs on their way and waits for them. */
+    pool_client_start(c);
     if (!send_welcome(c)) {
         log_warn("welcome to pid=%d", c->pid);
         return session_drop(c, "welcome could not be sent");
     }
-    c->state = CL_SESSION;
-    pd.nsessions++;
-    c->user->sessions++;
-    log_info("connect pid=%d uid=%u capacity=%u%s session=%llu cgroup=%s charge=%s", c->pid, c->uid, cap,
+    log_info("connect pid=%d uid=%u capacity=%u%s session=%llu cgroup=%s charge=%s pages=%s", c->pid, c->uid, cap,
              cap < h.capacity ? " (clamped)" : "", (unsigned long long)c->session, c->cg->where.path,
-             charge_mode_name(c->cg->mode));
+             charge_mode_name(c->cg->mode), hak_pages_name(c->pages));
 }
 
 /* One datagram (res bytes) in c->rbuf, or the end of the connection. */
@@ -491,6 +502,11 @@ void session_received(struct client *c, int res)
         if (c->state != CL_SESSION)
             return session_drop(c, "detach without a session");
         return session_hangup(c, "detach");
+    case HAK_MSG_DRY:
+        if (c->state != CL_SESSION)
+            return session_drop(c, "dry ring without a session");
+        pool_client_dry(c);
+        break;
     case HAK_MSG_STATUS_REQ: {
         uint64_t now = now_ms();
         if (!rate_take(&c->status, now) || !rate_take(&c->user->status, now)) {

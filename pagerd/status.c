@@ -28,6 +28,10 @@ static void fill_daemon(struct hak_status_daemon *d, uint64_t now)
     d->ss_limit_uid = pd.set.limit_uid;
     d->sessions_uid = pd.set.sessions_uid;
     d->status_per_sec = pd.set.status_per_sec;
+    d->pages = pd.pages;
+    d->thp = pd.thp;
+    pages_hugetlb_count(&d->hugetlb_total, &d->hugetlb_free);
+    memcpy(d->pages_why, pd.pages_why, sizeof d->pages_why);
     d->nusers = pd.nusers < HAK_STATUS_MAX_USERS ? pd.nusers : HAK_STATUS_MAX_USERS;
 }
 
@@ -76,6 +80,7 @@ static void fill_client(struct hak_status_client *r, const struct client *c, uin
     r->connected_ms = now - c->connected_ms;
     r->daemon_held = c->ours;
     r->reclaimed = c->reclaimed;
+    r->pages = c->pages;
     r->cgroup_hits = c->cgroup_hits;
     fill_cgroup(r, c->cg);
 }

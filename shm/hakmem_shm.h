@@ -29,10 +29,13 @@
 #include <stdint.h>
 
 #define HAK_SHM_MAGIC 0x4d4b4148u /* "HAKM" little-endian */
-#define HAK_SHM_VERSION 2u
+#define HAK_SHM_VERSION 3u
 
 #define HAK_SHM_SS_SHIFT 20
 #define HAK_SHM_SS_SIZE ((uint64_t)1 << HAK_SHM_SS_SHIFT)
+/* A huge page holds a pair of SuperSlabs: an even index and the next. */
+#define HAK_SHM_HUGE_SHIFT 21
+#define HAK_SHM_HUGE_SIZE ((uint64_t)1 << HAK_SHM_HUGE_SHIFT)
 #define HAK_SHM_MAX_NODES 64u
 #define HAK_SHM_MAX_CPUS 4096u
 #define HAK_SHM_FILL_SLOTS 256u     /* per node; power of two */
@@ -51,6 +54,7 @@ enum hak_msg_type {
     HAK_MSG_DETACH = 4,     /* client -> daemon: hak_msg_hdr; forget this session */
     HAK_MSG_STATUS_REQ = 5, /* any local user -> daemon: hak_msg_hdr */
     HAK_MSG_STATUS = 6,     /* daemon -> requester: hak_msg_status + records */
+    HAK_MSG_DRY = 7,        /* client -> daemon: hak_msg_hdr; a fill ring ran dry, fill now */
 };
 
 struct hak_msg_hdr {
@@ -122,7 +126,11 @@ struct hak_status_daemon {
     uint32_t sessions_uid;   /* sessions one uid may have */
     uint32_t nusers;         /* uids with a connection */
     uint32_t status_per_sec; /* status requests one uid (and one connection) may make */
-    uint32_t reserved;       /* 0 */
+    uint32_t pages;          /* enum hak_pages: the best new files may get */
+    uint32_t thp;            /* 1: shmem THP available (for clients hugetlb may not serve) */
+    uint32_t hugetlb_total;  /* 2 MiB pages in the host's pool */
+    uint32_t hugetlb_free;   /* of which free */
+    char pages_why[128];      /* why not huge pages, or not hugetlb; NUL-terminated */
 };
 
 struct hak_status_node {
@@ -154,7 +162,18 @@ struct hak_status_client {
     uint64_t cg_usage;    /* and usage, as last read (0 if never) */
     uint64_t cgroup_hits; /* limit hits for want of room in its cgroup */
     uint64_t reclaimed;   /* idle SuperSlabs the daemon took back (idle words) */
+    uint32_t pages;       /* enum hak_pages of its file */
+    uint32_t reserved;    /* 0 */
     char cgroup[64];      /* the cgroup's path, its last 63 bytes; NUL-terminated */
+};
+
+/* What backs a client's SuperSlabs. With huge pages the daemon pre-faults
+ * and punches an aligned pair of SuperSlabs at a time, so that the client's
+ * first touch maps 2 MiB with one fault. */
+enum hak_pages {
+    HAK_PAGES_4K = 1,      /* base pages */
+    HAK_PAGES_THP = 2,     /* shared-memory transparent huge pages, 2 MiB */
+    HAK_PAGES_HUGETLB = 3, /* 2 MiB pages of the host's reserved pool (a hugetlbfs file) */
 };
 
 /* Who pre-faults a client's pages (and so whose memory cgroup pays). */
@@ -210,6 +229,11 @@ struct hak_shm_index {
 struct hak_shm_fill_ring {
     struct hak_shm_index head;
     struct hak_shm_index tail;
+    /* Daemon-written: SuperSlabs being pre-faulted for this ring. A hint: a
+     * client that finds the ring empty while some are coming may wait for
+     * them a little (a huge page is zeroed in a fraction of a millisecond;
+     * its own fresh memory would cost it a fault per 4 KiB). */
+    struct hak_shm_index coming;
     _Atomic uint64_t slot[HAK_SHM_FILL_SLOTS];
 };
 
@@ -237,7 +261,7 @@ struct hak_shm_ctrl {
     uint32_t version;     /* daemon, once */
     struct hak_shm_layout layout; /* daemon, once: same as the welcome */
     uint32_t ncpus;       /* daemon, once: entries of cpu_node in use */
-    uint32_t pad0;
+    uint32_t pages;       /* daemon, once: enum hak_pages */
     _Atomic uint64_t heartbeat; /* daemon: bumped every tick; client reads */
     _Atomic uint32_t now_ms;    /* daemon: its CLOCK_MONOTONIC in ms, every tick: the
                                    clock of the idle words' deadlines */
@@ -318,6 +342,8 @@ unsigned hak_msg_check(const void *buf, size_t n);
 /* The type and version of a datagram whose header is sane (magic, length)
  * whatever its version, to answer one of another version; false if not. */
 bool hak_msg_peek(const void *buf, size_t n, unsigned *type, unsigned *version);
+/* "2M-hugetlb", "2M-thp", "4k", or "?" for a value of enum hak_pages. */
+const char *hak_pages_name(unsigned pages);
 
 /* ---- shm/ring.c ---- */
 /* Daemon side: SuperSlabs waiting in the ring. Returns false if the client

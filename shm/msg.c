@@ -24,6 +24,7 @@ static size_t fixed_size(unsigned type)
         return sizeof(struct hak_msg_refuse);
     case HAK_MSG_DETACH:
     case HAK_MSG_STATUS_REQ:
+    case HAK_MSG_DRY:
         return sizeof(struct hak_msg_hdr);
     default:
         return 0;
@@ -66,4 +67,9 @@ unsigned hak_msg_check(const void *buf, size_t n)
         return 0;
     uint64_t want = type == HAK_MSG_STATUS ? status_size(buf, n) : fixed_size(type);
     return want && want == n ? type : 0;
+}
+
+const char *hak_pages_name(unsigned pages)
+{
+    return pages == HAK_PAGES_HUGETLB ? "2M-hugetlb" : pages == HAK_PAGES_THP ? "2M-thp" : pages == HAK_PAGES_4K ? "4k" : "?";
 }

@@ -119,6 +119,7 @@ cat "$work/status.json"
 echo "---"
 if [ "$text_rc" -eq 0 ] && grep -q "^hakmem-pagerd .* on $sock: pid $daemon_pid, up " "$work/status.txt" &&
    grep -q "^nodes 2 (NUMA: no), clients 2," "$work/status.txt" &&
+   grep -Eq "^pages: (2 MiB|4 KiB \()" "$work/status.txt" &&
    grep -Eq "^ +$pid1 +[0-9]+ +[01] +[1-9][0-9]* " "$work/status.txt" &&
    grep -Eq "^ +$pid2 +[0-9]+ +[01] +[1-9][0-9]* " "$work/status.txt"; then
     pass "status: daemon line, both clients holding SuperSlabs"
@@ -144,8 +145,10 @@ for c in st["clients"]:
     assert c["limit_hits"] == 0 and c["node"] in (0, 1)
     row = [l.split() for l in text if l.split()[:1] == [str(c["pid"])]][0]
     want = [c["pid"], c["uid"], c["node"], c["held"], c["ring_level"], c["served"], c["returned"],
-            c["reclaimed"], c["limit_hits"], c["session"]]
-    assert [int(x) for x in row[:10]] == want, (row, want)
+            c["reclaimed"], c["limit_hits"], c["pages"], c["session"]]
+    assert [int(x) for x in row[:9]] + [row[9], int(row[10])] == want, (row, want)
+    assert c["pages"] in ("4k", "2M-thp", "2M-hugetlb"), c
+assert st["pages"] in ("4k", "2M-thp", "2M-hugetlb") and isinstance(st["pages_why"], str), st
 assert st["ss_total"] >= sum(c["held"] + c["ring_level"] for c in st["clients"])
 PY
 if [ $? -eq 0 ] && [ "$json_rc" -eq 0 ]; then

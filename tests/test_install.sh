@@ -38,6 +38,7 @@ lib/libhakclient.so.0.1.0
 lib/pkgconfig/hakclient.pc
 lib/systemd/system/hakmem-pagerd.service
 lib/systemd/system/hakmem-pagerd.socket
+lib/tmpfiles.d/hakmem-pagerd.conf
 sbin/hakmem-pagerd
 share/doc/hakmem/pagerd.conf
 share/man/man1/hakctl.1
@@ -158,6 +159,17 @@ for page in man1/hakctl.1 man7/hakmem.7 man8/hakmem-pagerd.8; do
         fail "man ${name%.*}"
     fi
 done
+
+# The huge-page snippet, applied by systemd-tmpfiles to a root of its own.
+thp=$work/tmproot/sys/kernel/mm/transparent_hugepage
+mkdir -p "$thp"
+echo never >"$thp/shmem_enabled"
+if systemd-tmpfiles --create --root="$work/tmproot" "$root/lib/tmpfiles.d/hakmem-pagerd.conf" 2>"$work/tmpfiles.out" &&
+   [ "$(cat "$thp/shmem_enabled")" = advise ] && [ ! -s "$work/tmpfiles.out" ]; then
+    pass "tmpfiles.d/hakmem-pagerd.conf sets shmem THP to advise"
+else
+    fail "tmpfiles.d/hakmem-pagerd.conf: $(cat "$thp/shmem_enabled") $(cat "$work/tmpfiles.out")"
+fi
 
 # ---- uninstall ----
 mk uninstall DESTDIR="$dest" PREFIX="$prefix" >"$work/uninstall.log" 2>&1

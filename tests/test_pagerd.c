@@ -96,7 +96,8 @@ static void test_rings_filled_and_prefaulted(void **state)
     uint64_t before = file_bytes(c.memfd);
     memset(c.base + off, 0xA5, HAK_SHM_SS_SIZE);
     get_status(&d, &st);
-    assert_true(file_bytes(c.memfd) <= before + HAK_SHM_SS_SIZE); /* later refills may add more */
+    /* A refill meanwhile may add a SuperSlab (a pair with huge pages). */
+    assert_true(file_bytes(c.memfd) <= before + 2 * HAK_SHM_SS_SIZE);
     assert_true(st.nodes[0].prefaulted >= 4 && st.nodes[1].prefaulted >= 4);
     assert_true(st.nodes[0].ready >= 1 && st.nodes[1].ready >= 1);
     tc_close(&c);
@@ -212,8 +213,11 @@ static void test_reclaim_punches_after_delay(void **state)
         assert_int_equal(mincore(c.base + got[i], HAK_SHM_SS_SIZE, vec), 0);
         for (size_t p = 0; p < sizeof vec; p++)
             assert_int_equal(vec[p] & 1, 0);
-        assert_int_equal(c.base[got[i]], 0); /* a hole reads as zeros */
     }
+    /* A hole reads as zeros (after the mincore checks: in a file of huge
+     * pages a read allocates the whole page, its neighbour's too). */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(c.base[got[i]], 0);
     tc_close(&c);
     daemon_stop(&d);
 }

@@ -10,6 +10,8 @@
  *   - With the daemon made to allocate pages itself (--charge daemon, as
  *     when it may not place a charger), it serves a limited client no more
  *     than the room of its cgroup, and the client meets its own limit.
+ * With 4 KiB pages (--huge-pages off): who pays is the same for any page
+ * size, and test_pagerd_huge charges huge pages to a limited cgroup.
  * Needs root (cgroups are made and processes moved) and a memory cgroup
  * hierarchy; without either it says so and checks nothing. Under TSan,
  * whose shadow of the client's heap (four times its size) its cgroup pays
@@ -139,7 +141,7 @@ static void daemon_in(struct daemon *d, const struct cgroup *g, const char *char
     struct cgroup back;
     snprintf(back.dir, sizeof back.dir, "%s", own.dir);
     cg_enter(g);
-    daemon_start(d, "--tick-ms", "1", "--charge", charge);
+    daemon_start(d, "--tick-ms", "1", "--charge", charge, "--huge-pages", "off");
     cg_enter(&back);
 }
 

@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fz_deliver_hdr(conn, HAK_MSG_DETACH);
             break;
         case 3:
-            fz_deliver_hdr(conn, HAK_MSG_STATUS_REQ);
+            fz_deliver_hdr(conn, a & 0x80 ? HAK_MSG_DRY : HAK_MSG_STATUS_REQ);
             break;
         case 4:
             fz_deliver_error(conn, 1 + fz_u8(&in) % 130);

@@ -36,6 +36,7 @@ static void check_msg(const uint8_t *buf, size_t n)
         break;
     case HAK_MSG_DETACH:
     case HAK_MSG_STATUS_REQ:
+    case HAK_MSG_DRY:
         FZ_ASSERT(n == sizeof h);
         break;
     case HAK_MSG_STATUS: {

@@ -122,18 +122,41 @@ void loop_recv(struct client *c)
     k->recv_pending = true;
 }
 
+/* Every SuperSlab of r's unit (one, or a huge page's pair) is in state. */
+static bool unit_in(const struct client *c, const struct req *r, enum ss_state state)
+{
+    for (uint32_t i = r->ss; i < r->ss + c->unit; i++)
+        if (c->ss[i].state != state || c->ss[i].pair_wait)
+            return false;
+    return true;
+}
+
 /* Whatever the client did, the daemon may only ask the kernel about one
- * whole SuperSlab of that client's own file, in the state the request is for. */
+ * whole SuperSlab of that client's own file (a whole huge page: both
+ * SuperSlabs of a pair), in the state the request is for. */
 void loop_fallocate(struct req *r, int fd, int mode, uint64_t off, uint64_t len)
 {
     struct client *c = r->client;
-    FZ_ASSERT(c && c->state == CL_SESSION && fd == c->memfd && r->ss < c->layout.capacity);
-    FZ_ASSERT(off == c->layout.ss_offset + ((uint64_t)r->ss << HAK_SHM_SS_SHIFT) && len == HAK_SHM_SS_SIZE);
+    FZ_ASSERT(c && c->state == CL_SESSION && fd == c->memfd && r->ss % c->unit == 0 &&
+              r->ss + c->unit <= c->layout.capacity);
+    FZ_ASSERT(off == c->layout.ss_offset + ((uint64_t)r->ss << HAK_SHM_SS_SHIFT) && len == c->unit * HAK_SHM_SS_SIZE);
     if (r->kind == REQ_PREFAULT)
-        FZ_ASSERT(mode == 0 && c->ss[r->ss].state == SS_PREFAULTING);
+        FZ_ASSERT(mode == 0 && c->pages == HAK_PAGES_4K && unit_in(c, r, SS_PREFAULTING));
     else
         FZ_ASSERT(r->kind == REQ_PUNCH && mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) &&
-                  c->ss[r->ss].state == SS_PUNCHING);
+                  unit_in(c, r, SS_PUNCHING));
+    FZ_ASSERT(nreqs < FZ_REQS);
+    reqs[nreqs++] = r;
+}
+
+/* A huge page's pre-fault: a populating write through our mapping. */
+void loop_madvise(struct req *r, void *addr, uint64_t len, int advice)
+{
+    struct client *c = r->client;
+    FZ_ASSERT(c && c->state == CL_SESSION && c->pages == HAK_PAGES_THP && c->unit == 2 && r->ss % 2 == 0 &&
+              r->ss + 2 <= c->layout.capacity && r->kind == REQ_PREFAULT && advice == MADV_POPULATE_WRITE);
+    FZ_ASSERT(addr == (char *)c->ss_area + ((uint64_t)r->ss << HAK_SHM_SS_SHIFT) && len == 2 * HAK_SHM_SS_SIZE);
+    FZ_ASSERT(unit_in(c, r, SS_PREFAULTING));
     FZ_ASSERT(nreqs < FZ_REQS);
     reqs[nreqs++] = r;
 }
@@ -161,13 +184,24 @@ static uint32_t check_client(const struct client *c)
     }
     FZ_ASSERT(memcmp(count, c->count, sizeof count) == 0);
 
+    /* The free stack: whole units (a pair by its even index), both FREE;
+     * a FREE half off it has its other half not yet FREE (taken back, not
+     * acknowledged), or is an odd capacity's last, never used. */
     uint64_t seen = 0;
-    uint32_t n = 0;
+    uint32_t n = 0, waiting = 0;
     for (uint32_t i = c->free_top; i != SS_NIL; i = c->ss[i].next, n++) {
-        FZ_ASSERT(i < cap && !(seen >> i & 1) && c->ss[i].state == SS_FREE);
-        seen |= 1ull << i;
+        FZ_ASSERT(i < cap && i % c->unit == 0 && i + c->unit <= cap && !(seen >> i & 1));
+        for (uint32_t h = i; h < i + c->unit; h++)
+            FZ_ASSERT(c->ss[h].state == SS_FREE);
+        seen |= ((1ull << c->unit) - 1) << i;
     }
-    FZ_ASSERT(n == count[SS_FREE]);
+    for (uint32_t i = 0; i < cap; i++) {
+        FZ_ASSERT(!c->ss[i].pair_wait || (c->unit == 2 && c->ss[i].state == SS_PUNCHING));
+        waiting += c->ss[i].pair_wait;
+        if (c->ss[i].state == SS_FREE && !(seen >> i & 1))
+            FZ_ASSERT(c->unit == 2 && (i + 1 == cap || c->ss[i ^ 1].state != SS_FREE));
+    }
+    FZ_ASSERT(n * c->unit <= count[SS_FREE]);
 
     uint32_t ring = 0, prefaulting = 0, dirty = 0;
     for (uint32_t nd = 0; nd < l->nnodes; nd++) {
@@ -178,7 +212,8 @@ static uint32_t check_client(const struct client *c)
             /* Waiting, or taken back from the ring (until the client pops it
              * and pushes it back). */
             bool taken = c->ss[i].taken && (c->ss[i].state == SS_PUNCHING || c->ss[i].state == SS_TAKEN);
-            FZ_ASSERT(i < cap && !(seen >> i & 1) && (c->ss[i].state == SS_RING || taken) && c->ss[i].node == nd);
+            FZ_ASSERT(i < cap && !(seen >> i & 1) && (c->ss[i].state == SS_RING || taken) && c->ss[i].node == nd &&
+                      c->ss[i].in_ring);
             seen |= 1ull << i;
             ring += c->ss[i].state == SS_RING;
         }
@@ -193,7 +228,8 @@ static uint32_t check_client(const struct client *c)
         dirty += nd_dirty;
     }
     FZ_ASSERT(ring == count[SS_RING] && dirty == count[SS_DIRTY] && prefaulting == count[SS_PREFAULTING]);
-    FZ_ASSERT(reqs_of(c, REQ_PREFAULT) == prefaulting && reqs_of(c, REQ_PUNCH) == count[SS_PUNCHING]);
+    FZ_ASSERT(reqs_of(c, REQ_PREFAULT) * c->unit == prefaulting &&
+              reqs_of(c, REQ_PUNCH) * c->unit + waiting == count[SS_PUNCHING]);
     FZ_ASSERT(c->watermark >= pd.set.min_watermark && c->watermark <= pd.set.max_watermark);
     FZ_ASSERT(c->last_node < l->nnodes);
     uint32_t charge = client_charge(c), ours = 0;
@@ -445,6 +481,9 @@ void fz_reset(uint8_t config)
     cg_room = UINT64_MAX;
     pd.set.log_level = LOG_LEVEL_WARN;
     log_setlevel(pd.set.log_level);
+    /* Half the inputs have huge pages (THP): units of a pair. */
+    pd.thp = __builtin_parity(config);
+    pd.pages = pd.thp ? HAK_PAGES_THP : HAK_PAGES_4K;
     pool_topology(pd.set.fake_nodes);
     FZ_ASSERT(pd.nnodes <= FZ_NODES);
     memset(pd.nodes, 0, sizeof pd.nodes);
