@@ -280,6 +280,9 @@ def host_setup(allocs):
     if want_pool:
         write_text(POOL_FILE, str(want_pool))
         warm_pool(want_pool)
+        # Any allocator may map pool pages (mimalloc does, with large OS
+        # pages): every run's peak counts them (bench/launch.c).
+        os.environ["HAKMEM_BENCH_HUGETLB"] = "1"
     say(f"huge pages: shmem THP 'advise' (was '{mode}')"
         + (f", pool {read_text(POOL_FILE)} pages (was {pool})" if want_pool else "")
         + "; restored at the end")
