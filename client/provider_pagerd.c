@@ -61,6 +61,8 @@ struct session {
     struct hak_shm_ctrl *ctrl;   /* control area, NULL once unmapped */
     size_t ctrl_len;             /* its mapping's length (whole huge pages for hugetlbfs) */
     bool hugetlb;                /* the file is of the host's huge page pool */
+    bool huge;                   /* 2 MiB pages (the pool's, or THP): half of one is
+                                    not ours to punch */
     struct hak_shm_layout layout;
     uint32_t base;               /* arena index of the file's first SuperSlab */
     uint32_t ncpus;              /* validated copy of ctrl->ncpus */
@@ -216,6 +218,7 @@ static bool map_session(struct session *s)
         return false;
     if (!hak_pagerd_ctrl_ok(s->ctrl, l, &s->ncpus))
         return false;
+    s->huge = s->hugetlb || __atomic_load_n(&s->ctrl->pages, __ATOMIC_RELAXED) == HAK_PAGES_THP;
     /* Never let sessions take more than half of the arena: embedded
      * provisioning must always find room. */
     uint32_t cursor = __atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE);
@@ -388,7 +391,7 @@ static unsigned current_node(struct session *s)
     return hak_pagerd_node_of(s->ctrl, s->ncpus, s->layout.nnodes, sched_getcpu());
 }
 
-static bool push_back(uint32_t idx);
+static bool push_back(uint32_t idx, bool now);
 
 /* Validate a popped offset and make the SuperSlab ours: a CAS on its idle
  * word, which the daemon taking it back from the ring races. 1: ours; 0:
@@ -410,7 +413,7 @@ static int take(struct session *s, uint64_t off, uint32_t *idx)
                                                  memory_order_acquire, memory_order_relaxed)) {
         if (w != HAK_IDLE_TAKEN)
             return -1;
-        if (!push_back(*idx))
+        if (!push_back(*idx, false))
             ss->state = HAK_SS_UNUSED;
         return 0;
     }
@@ -429,7 +432,8 @@ static bool send_dry(struct session *s)
         return false;
     struct hak_msg_hdr h;
     hak_msg_init(&h, HAK_MSG_DRY, sizeof h);
-    bool sent = atomic_load(&s->live) && s->sock >= 0 && send(s->sock, &h, sizeof h, MSG_NOSIGNAL | MSG_DONTWAIT) == (long)sizeof h;
+    bool sent = atomic_load(&s->live) && s->sock >= 0 &&
+                send(s->sock, &h, sizeof h, MSG_NOSIGNAL | MSG_DONTWAIT) == (long)sizeof h;
     hak_unlock(&pd.lock);
     return sent;
 }
@@ -548,7 +552,7 @@ static bool claim(uint32_t idx)
 
 /* Not ours any more, and the daemon told so: off our books, and back on
  * its return ring, which is how it learns that we know. */
-static bool push_back(uint32_t idx)
+static bool push_back(uint32_t idx, bool now)
 {
     struct session *s = session_of(idx);
     if (!s)
@@ -562,7 +566,8 @@ static bool push_back(uint32_t idx)
         uint64_t bit = 1ull << (i & 63);
         hak_cold(idx)->state = HAK_SS_CLEAN;
         atomic_fetch_and(&s->held[i / 64], ~bit);
-        pushed = hak_return_ring_push(return_ring(s), hak_shm_ss_offset(&s->layout, i));
+        uint64_t flag = now ? HAK_SHM_RETURN_NOW : 0;
+        pushed = hak_return_ring_push(return_ring(s), hak_shm_ss_offset(&s->layout, i) | flag);
         if (pushed) {
             atomic_fetch_add_explicit(&s->ctrl->c_returns, 1, HAK_RELAXED);
         } else {
@@ -580,7 +585,7 @@ static bool pd_reuse(uint32_t idx)
         return true;
     /* Taken: acknowledged on the return ring. A full ring only delays the
      * daemon's reuse of it (it stays taken on its books). */
-    if (!push_back(idx))
+    if (!push_back(idx, false))
         hak_cold(idx)->state = HAK_SS_UNUSED;
     return false;
 }
@@ -598,6 +603,16 @@ static bool pd_decommit(uint32_t idx, unsigned unit, unsigned n)
     return true;
 }
 
+/* Back to the daemon, its pages at once if now: we punch them, or with 2
+ * MiB pages the daemon does, once the other half of the page is free too. */
+static bool give_back(uint32_t idx, bool now)
+{
+    struct session *s = session_of(idx);
+    if (now && s && !s->huge)
+        pd_decommit(idx, 0, HAK_UNITS);
+    return push_back(idx, now && s && s->huge);
+}
+
 /* Back to a live daemon, its pages at once if now (else the daemon keeps
  * them warm for its own reuse, then punches them). */
 static enum hak_retire pd_retire(uint32_t idx, bool now)
@@ -605,13 +620,11 @@ static enum hak_retire pd_retire(uint32_t idx, bool now)
     if (!live_session_of(idx))
         return HAK_RETIRE_REFUSED;
     if (!claim(idx)) {
-        if (!push_back(idx))
+        if (!push_back(idx, false))
             hak_cold(idx)->state = HAK_SS_UNUSED;
         return HAK_RETIRE_TAKEN;
     }
-    if (now)
-        pd_decommit(idx, 0, HAK_UNITS);
-    return push_back(idx) ? HAK_RETIRED : HAK_RETIRE_REFUSED;
+    return give_back(idx, now) ? HAK_RETIRED : HAK_RETIRE_REFUSED;
 }
 
 /* What waits in the current session's rings goes back too, its pages
@@ -636,11 +649,8 @@ static void pd_trim(void)
                 hak_unlock(&pd.lock);
                 return;
             }
-            if (took > 0) {
-                pd_decommit(idx, 0, HAK_UNITS);
-                if (!push_back(idx))
-                    hak_cold(idx)->state = HAK_SS_UNUSED;
-            }
+            if (took > 0 && !give_back(idx, true))
+                hak_cold(idx)->state = HAK_SS_UNUSED;
         }
     }
 }

@@ -284,7 +284,8 @@ bool charge_room(struct client *c, uint64_t now)
     if (cg->room == UINT64_MAX)
         return true;
     const uint64_t ss = HAK_SHM_SS_SIZE, want = c->unit * ss;
-    uint64_t taken = cg->granted + cg->daemon_ss * ss + cg->inflight * want + ((uint64_t)pd.set.cgroup_reserve_mb << 20);
+    uint64_t taken =
+        cg->granted + cg->daemon_ss * ss + cg->inflight * want + ((uint64_t)pd.set.cgroup_reserve_mb << 20);
     uint64_t left = cg->room > taken ? cg->room - taken : 0;
     if (left < want || ((uint64_t)cg->ahead * ss + want) * 4 > left + (uint64_t)cg->ahead * ss)
         return false;

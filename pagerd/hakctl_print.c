@@ -212,7 +212,8 @@ void print_json(FILE *f, const struct snapshot *s)
     fprintf(f,
             ",\"pid\":%u,\"uptime_ms\":%" PRIu64 ",\"numa\":%s,\"ss_total\":%" PRIu64
             ",\"ss_limit_client\":%" PRIu64 ",\"ss_limit_uid\":%" PRIu64 ",\"ss_limit_total\":%" PRIu64
-            ",\"sessions_uid\":%u,\"status_per_sec\":%u,\"pages\":\"%s\",\"thp\":%s,\"hugetlb_total\":%u,\"hugetlb_free\":%u,\"pages_why\":",
+            ",\"sessions_uid\":%u,\"status_per_sec\":%u,\"pages\":\"%s\",\"thp\":%s,\"hugetlb_total\":%u"
+            ",\"hugetlb_free\":%u,\"pages_why\":",
             d->pid, d->uptime_ms, d->numa ? "true" : "false", d->ss_total, d->ss_limit_client, d->ss_limit_uid,
             d->ss_limit_total, d->sessions_uid, d->status_per_sec, hak_pages_name(d->pages),
             d->thp ? "true" : "false", d->hugetlb_total, d->hugetlb_free);

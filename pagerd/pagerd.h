@@ -198,6 +198,7 @@ struct ss {
                           the other half of its page to be punched with it */
     uint8_t in_ring;   /* pushed to a fill ring, and the client's head not
                           past it yet (whatever its state since) */
+    uint8_t due_now;   /* DIRTY: returned for its pages to go back at once */
 };
 
 /* One node of one client: the shadow of its fill ring and its warm
@@ -280,6 +281,7 @@ struct client {
     uint64_t idle_next_ms;        /* no idle scan before this */
     bool idle_pending;            /* the last scan saw a deadline not yet due */
     uint64_t fresh_after_ms;      /* no fresh pre-fault before (one failed) */
+    bool trimmed;                 /* returned with HAK_SHM_RETURN_NOW since it last popped */
     uint64_t blocks_next_ms;      /* huge page pool: its file's size looked at next */
     uint64_t limit_hits;
     uint64_t cgroup_hits;         /* of which for want of room in its cgroup */

@@ -98,6 +98,8 @@ void ss_set_state(struct client *c, uint32_t idx, enum ss_state st)
     if (ahead_state(s->state) != ahead_state(st))
         c->cg->ahead += ahead_state(st) ? 1 : -1;
     s->state = (uint8_t)st;
+    if (st != SS_DIRTY)
+        s->due_now = 0;
     if (st == SS_FREE)
         charge_ss_freed(c, idx);
 }
@@ -195,6 +197,7 @@ bool pool_account_pops(struct client *c, uint32_t n)
         }
     }
     if (popped) {
+        c->trimmed = false;
         c->served += served;
         c->pops_tick += popped;
         c->last_node = n;

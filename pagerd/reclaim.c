@@ -58,12 +58,15 @@ uint32_t reclaim_take_warm(struct client *c, uint32_t node)
 
 /* ---- the return ring ---- */
 
-static bool take_back(struct client *c, uint64_t off, uint64_t now)
+static void punch_now(struct client *c, uint32_t idx);
+
+static bool take_back(struct client *c, uint64_t slot, uint64_t now)
 {
+    uint64_t off = slot & ~HAK_SHM_RETURN_NOW;
     uint32_t idx;
     enum hak_shm_off v = hak_shm_ss_index(&c->layout, off, &idx);
     if (v != HAK_SHM_OFF_OK) {
-        session_drop(c, "returned offset %#llx %s", (unsigned long long)off,
+        session_drop(c, "returned offset %#llx %s", (unsigned long long)slot,
                      v == HAK_SHM_OFF_RANGE ? "out of range" : "misaligned");
         return false;
     }
@@ -95,6 +98,16 @@ static bool take_back(struct client *c, uint64_t off, uint64_t now)
     c->ss[idx].dirty_ms = now;
     dirty_push(c, idx);
     c->returned++;
+    if (slot & HAK_SHM_RETURN_NOW) {
+        /* malloc_trim: it is not growing, whatever it popped to give back;
+         * what waits in its rings, or is on its way there, goes back too
+         * (reclaim_ring), until it pops again. */
+        c->pops_tick = 0;
+        c->pop_rate = 0;
+        c->watermark = pd.set.min_watermark;
+        c->trimmed = true;
+        punch_now(c, idx);
+    }
     return true;
 }
 
@@ -149,7 +162,26 @@ void reclaim_punch(struct client *c, uint32_t idx)
 
 static bool due(const struct client *c, uint32_t idx, uint64_t now)
 {
-    return c->ss[idx].state == SS_DIRTY && now - c->ss[idx].dirty_ms >= pd.set.reclaim_delay_ms;
+    const struct ss *s = &c->ss[idx];
+    return s->state == SS_DIRTY && (s->due_now || now - s->dirty_ms >= pd.set.reclaim_delay_ms);
+}
+
+/* Returned with HAK_SHM_RETURN_NOW: punched at once, with huge pages
+ * together with the other half if that is free too (warm, or waiting for
+ * us), else marked to go when that half does. */
+static void punch_now(struct client *c, uint32_t idx)
+{
+    c->ss[idx].due_now = 1;
+    uint32_t other = idx ^ 1;
+    if (c->unit == 1 || (c->ss[other].state == SS_PUNCHING && c->ss[other].pair_wait)) {
+        dirty_unlink(c, idx);
+        reclaim_punch(c, idx);
+    } else if (c->ss[other].state == SS_DIRTY) {
+        dirty_unlink(c, idx);
+        dirty_unlink(c, other);
+        reclaim_punch(c, idx);
+        reclaim_punch(c, other);
+    }
 }
 
 /* Warm SuperSlabs past the delay are punched. With huge pages only a whole
@@ -240,14 +272,16 @@ void reclaim_idle(struct client *c, uint64_t now)
     }
 }
 
-/* A client that stopped popping for half the reclaim delay keeps only
- * min_watermark per ring, the oldest: the rest is taken back (a CAS on its
- * idle word, which the client's pop races). A SuperSlab taken stays in its
- * ring until the client pops it and pushes it back. */
+/* A client that stopped popping for half the reclaim delay, or trimmed
+ * since it last popped, keeps only min_watermark per ring, the oldest: the
+ * rest is taken back (a CAS on its idle word, which the client's pop
+ * races). A SuperSlab taken stays in its ring until the client pops it and
+ * pushes it back. */
 void reclaim_ring(struct client *c, uint64_t now)
 {
     /* (last_pop_ms may be later than the tick's now.) */
-    if (now < c->last_pop_ms + pd.set.reclaim_delay_ms / 2 || c->count[SS_RING] <= pd.set.min_watermark)
+    if ((!c->trimmed && now < c->last_pop_ms + pd.set.reclaim_delay_ms / 2) ||
+        c->count[SS_RING] <= pd.set.min_watermark)
         return;
     _Atomic uint32_t *words = hak_shm_idle_words(c->ctrl, &c->layout);
     for (uint32_t n = 0; n < c->layout.nnodes; n++) {

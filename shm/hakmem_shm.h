@@ -245,7 +245,11 @@ struct hak_shm_fill_ring {
  *   head: written by the daemon (release) after it consumed a slot.
  * Slots hold byte offsets in the file; the daemon checks each for range,
  * 1 MiB alignment and that the SuperSlab is in this client's hands (or
- * was taken back idle). */
+ * was taken back idle). Bit 0 (HAK_SHM_RETURN_NOW) asks for its pages to
+ * go back at once (malloc_trim): with 4 KiB pages the client punches them
+ * itself; half of a huge page it cannot, the daemon does when the other
+ * half is free too. */
+#define HAK_SHM_RETURN_NOW 1ull
 struct hak_shm_return_ring {
     struct hak_shm_index head;
     struct hak_shm_index tail;

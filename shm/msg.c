@@ -71,5 +71,14 @@ unsigned hak_msg_check(const void *buf, size_t n)
 
 const char *hak_pages_name(unsigned pages)
 {
-    return pages == HAK_PAGES_HUGETLB ? "2M-hugetlb" : pages == HAK_PAGES_THP ? "2M-thp" : pages == HAK_PAGES_4K ? "4k" : "?";
+    switch (pages) {
+    case HAK_PAGES_HUGETLB:
+        return "2M-hugetlb";
+    case HAK_PAGES_THP:
+        return "2M-thp";
+    case HAK_PAGES_4K:
+        return "4k";
+    default:
+        return "?";
+    }
 }

@@ -335,7 +335,7 @@ static uint64_t pick_end(struct tclient *b) { return b->lay.file_size; }
 static uint64_t pick_past(struct tclient *b) { return b->lay.file_size + HAK_SHM_SS_SIZE; }
 static uint64_t pick_max(struct tclient *b) { (void)b; return UINT64_MAX; }
 static uint64_t pick_misaligned(struct tclient *b) { return tc_pop(b, 0) + 4096; }
-static uint64_t pick_odd(struct tclient *b) { return tc_pop(b, 1) + 1; }
+static uint64_t pick_odd(struct tclient *b) { return tc_pop(b, 1) + 2; } /* bit 0: HAK_SHM_RETURN_NOW */
 static uint64_t pick_never(struct tclient *b) { return b->lay.file_size - HAK_SHM_SS_SIZE; }
 
 /* In the ring, read at head but not popped. */

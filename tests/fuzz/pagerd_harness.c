@@ -197,6 +197,7 @@ static uint32_t check_client(const struct client *c)
     }
     for (uint32_t i = 0; i < cap; i++) {
         FZ_ASSERT(!c->ss[i].pair_wait || (c->unit == 2 && c->ss[i].state == SS_PUNCHING));
+        FZ_ASSERT(!c->ss[i].due_now || c->ss[i].state == SS_DIRTY);
         waiting += c->ss[i].pair_wait;
         if (c->ss[i].state == SS_FREE && !(seen >> i & 1))
             FZ_ASSERT(c->unit == 2 && (i + 1 == cap || c->ss[i ^ 1].state != SS_FREE));
