@@ -397,16 +397,16 @@ void pool_client_dry(struct client *c)
     pool_client_start(c);
 }
 
-/* Enough in each ring for PAGERD_WM_TICKS ticks at the recent pop rate,
- * which follows a rise at once and a fall slowly; and no less than twice
- * the last watermark if a ring ran dry since the last tick (the client
- * counts the times it had to provision itself: a hint, which can do no more
- * than move the watermark within its bounds). */
+/* Enough in each ring for PAGERD_WM_TICKS ticks at the recent pop rate;
+ * and no less than twice the last watermark if a ring ran dry since the
+ * last tick (the client counts the times it had to provision itself: a
+ * hint, which can do no more than move the watermark within its bounds).
+ * The rate moves slowly: a client that pops a few SuperSlabs now and then
+ * gets no more ahead of it than that; one that grows runs its rings dry. */
 static void adapt_watermark(struct client *c)
 {
     uint64_t dry = atomic_load_explicit(&c->ctrl->c_fallbacks, memory_order_relaxed);
-    double pops = c->pops_tick;
-    c->pop_rate = pops > c->pop_rate ? pops : c->pop_rate + (pops - c->pop_rate) / RATE_SMOOTHING;
+    c->pop_rate += ((double)c->pops_tick - c->pop_rate) / RATE_SMOOTHING;
     c->pops_tick = 0;
     double want = ceil(c->pop_rate * PAGERD_WM_TICKS);
     if (dry != c->dry_seen && want < 2.0 * c->watermark)

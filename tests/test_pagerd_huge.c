@@ -151,6 +151,9 @@ static int child_grow(long mib, long pace_ms)
     printf("faults=%ld from_daemon=%llu own=%llu bad=%ld\n", faults, (unsigned long long)ps.acquired[HAK_PROV_PAGERD],
            (unsigned long long)ps.acquired[HAK_PROV_EMBEDDED], bad);
     fflush(stdout);
+    for (long i = 0; i < n; i++)
+        hak_free(b[i]);
+    free(b);
     char line[16];
     if (!fgets(line, sizeof line, stdin))
         return 5;
