@@ -23,6 +23,7 @@ INSTALLED := $(LIBDIR)/libhakclient.so.$(VERSION) $(LIBDIR)/$(SONAME) $(LIBDIR)/
              $(SBINDIR)/hakmem-pagerd $(BINDIR)/hakctl \
              $(SYSTEMD_UNITDIR)/hakmem-pagerd.service $(SYSTEMD_UNITDIR)/hakmem-pagerd.socket \
              $(TMPFILESDIR)/hakmem-pagerd.conf \
+             $(SYSTEMD_UNITDIR)/hakmem-pagerd-metrics.service $(SYSTEMD_UNITDIR)/hakmem-pagerd-metrics.timer \
              $(DOCDIR)/pagerd.conf $(MANDIR)/man1/hakctl.1 $(MANDIR)/man7/hakmem.7 \
              $(MANDIR)/man8/hakmem-pagerd.8
 
@@ -53,6 +54,10 @@ install: all
 	    >$(DESTDIR)$(SYSTEMD_UNITDIR)/hakmem-pagerd.service
 	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/hakmem-pagerd.service
 	$(INSTALL) -m 644 systemd/hakmem-pagerd.socket $(DESTDIR)$(SYSTEMD_UNITDIR)/
+	sed -e 's|@bindir@|$(BINDIR)|' systemd/hakmem-pagerd-metrics.service.in \
+	    >$(DESTDIR)$(SYSTEMD_UNITDIR)/hakmem-pagerd-metrics.service
+	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/hakmem-pagerd-metrics.service
+	$(INSTALL) -m 644 systemd/hakmem-pagerd-metrics.timer $(DESTDIR)$(SYSTEMD_UNITDIR)/
 	$(INSTALL) -m 644 systemd/hakmem-pagerd-pages.conf $(DESTDIR)$(TMPFILESDIR)/hakmem-pagerd.conf
 	$(INSTALL) -m 644 systemd/pagerd.conf $(DESTDIR)$(DOCDIR)/
 	$(INSTALL) -m 644 man/hakctl.1 $(DESTDIR)$(MANDIR)/man1/

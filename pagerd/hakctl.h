@@ -26,6 +26,7 @@ enum hakctl_exit {
     HAKCTL_USAGE = 2,       /* bad command line */
     HAKCTL_BAD_REPLY = 3,   /* something answered, but not with a valid status */
     HAKCTL_REFUSED = 4,     /* the daemon refused the request (status rate limit) */
+    HAKCTL_OUTPUT = 5,      /* --output FILE could not be written */
 };
 
 /* One STATUS reply, unpacked. Filled by hakctl_query.c only. */
@@ -45,5 +46,8 @@ enum hakctl_exit query_status(const char *socket, struct snapshot *snap, char *e
 /* hakctl_print.c */
 void print_text(FILE *f, const struct snapshot *s);
 void print_json(FILE *f, const struct snapshot *s);
+
+/* hakctl_metrics.c */
+void print_metrics(FILE *f, const struct snapshot *s);
 
 #endif /* HAKCTL_H */

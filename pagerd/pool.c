@@ -377,11 +377,15 @@ void pool_client_start(struct client *c)
 }
 
 /* A ring that ran dry doubles the watermark: the client used all we had
- * ahead of it, so it grows faster than its past pops show. */
-static void dry_double(struct client *c)
+ * ahead of it, so it grows faster than its past pops show. But no further
+ * ahead than the heap it serves is large: a small program's burst at its
+ * start would otherwise leave ten times its heap pre-faulted for it. */
+static uint32_t dry_doubled(const struct client *c)
 {
-    uint32_t w = c->watermark < c->unit ? c->unit : c->watermark;
-    c->watermark = w >= pd.set.max_watermark / 2 ? pd.set.max_watermark : 2 * w;
+    uint32_t w = c->watermark < c->unit ? c->unit : c->watermark, held = c->count[SS_CLIENT];
+    uint32_t want = w >= pd.set.max_watermark / 2 ? pd.set.max_watermark : 2 * w;
+    uint32_t cap = held > pd.set.min_watermark ? held : pd.set.min_watermark;
+    return want > cap ? (cap > c->watermark ? cap : c->watermark) : want;
 }
 
 /* The client found a ring empty with nothing on its way (HAK_MSG_DRY) and
@@ -393,7 +397,7 @@ void pool_client_dry(struct client *c)
     for (uint32_t n = 0; n < c->layout.nnodes; n++)
         if (!pool_account_pops(c, n))
             return;
-    dry_double(c);
+    c->watermark = dry_doubled(c);
     pool_client_start(c);
 }
 
@@ -409,8 +413,8 @@ static void adapt_watermark(struct client *c)
     c->pop_rate += ((double)c->pops_tick - c->pop_rate) / RATE_SMOOTHING;
     c->pops_tick = 0;
     double want = ceil(c->pop_rate * PAGERD_WM_TICKS);
-    if (dry != c->dry_seen && want < 2.0 * c->watermark)
-        want = 2.0 * c->watermark;
+    if (dry != c->dry_seen && want < dry_doubled(c))
+        want = dry_doubled(c);
     c->dry_seen = dry;
     uint32_t lo = pd.set.min_watermark, hi = pd.set.max_watermark;
     c->watermark = want <= lo ? lo : want >= hi ? hi : (uint32_t)want;

@@ -10,6 +10,8 @@
 set -eu
 pkgs="build-essential pkg-config libcmocka-dev liburing-dev libnuma-dev python3 git systemd man-db groff-base"
 pkgs="$pkgs clang libclang-rt-dev"
+# promtool, which checks hakctl's Prometheus metrics (test_hakctl.sh).
+pkgs="$pkgs prometheus"
 # make valgrind. (make asan and make tsan need nothing more: gcc's libasan,
 # libubsan and libtsan come with build-essential's gcc.)
 pkgs="$pkgs valgrind"

@@ -157,6 +157,60 @@ else
     fail "status --json (exit $json_rc)"
 fi
 
+# The same in the Prometheus text format: promtool accepts it, and its
+# numbers are the status's (in bytes), for every client. Asked while the
+# clients hold still, right after the JSON.
+"$hakctl" --socket "$sock" metrics >"$work/metrics.txt"
+metrics_rc=$?
+"$hakctl" --socket "$sock" metrics --output "$work/hakmem-pagerd.prom"
+output_rc=$?
+if [ "$metrics_rc" -eq 0 ] && promtool check metrics <"$work/metrics.txt" >"$work/promtool.out" 2>&1 &&
+   [ ! -s "$work/promtool.out" ]; then
+    pass "metrics: promtool check metrics accepts them ($(grep -c '^hakmem_pagerd_' "$work/metrics.txt") samples)"
+else
+    fail "metrics (exit $metrics_rc): $(cat "$work/promtool.out")"
+    head -40 "$work/metrics.txt"
+fi
+python3 - "$work/status.json" "$work/metrics.txt" <<'PY'
+import json, re, sys
+st = json.load(open(sys.argv[1]))
+samples = {}
+for line in open(sys.argv[2]):
+    m = re.match(r'^(hakmem_pagerd_\w+)(\{.*\})? (\S+)$', line.strip())
+    if m:
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        samples.setdefault(m.group(1), []).append((labels, float(m.group(3))))
+MIB = 1 << 20
+def one(name, **want):
+    hits = [v for l, v in samples[name] if all(l.get(k) == str(x) for k, x in want.items())]
+    assert len(hits) == 1, (name, want, hits)
+    return hits[0]
+assert one("hakmem_pagerd_clients") == 2
+assert one("hakmem_pagerd_info", version=st["version"], pages=st["pages"]) == 1
+for c in st["clients"]:
+    assert one("hakmem_pagerd_client_held_bytes", pid=c["pid"]) == c["held"] * MIB, c
+    assert one("hakmem_pagerd_client_served_bytes_total", pid=c["pid"]) == c["served"] * MIB, c
+    assert one("hakmem_pagerd_client_ring_bytes", pid=c["pid"], cgroup=c["cgroup"]) == c["ring_level"] * MIB, c
+for n in st["nodes"]:
+    assert one("hakmem_pagerd_node_prefaulted_bytes_total", node=n["node"]) == n["prefaulted"] * MIB
+for u in st["users"]:
+    assert one("hakmem_pagerd_user_sessions", uid=u["uid"]) == u["sessions"]
+PY
+if [ $? -eq 0 ]; then
+    pass "metrics: the status's numbers, in bytes, per client, node and uid"
+else
+    fail "metrics against the status"
+fi
+if [ "$output_rc" -eq 0 ] && [ "$(stat -c %a "$work/hakmem-pagerd.prom")" = 644 ] && [ ! -e "$work/hakmem-pagerd.prom.tmp" ] &&
+   promtool check metrics <"$work/hakmem-pagerd.prom" >/dev/null 2>&1; then
+    pass "metrics --output FILE: written whole, mode 0644, nothing left beside it"
+else
+    fail "metrics --output (exit $output_rc)"
+fi
+expect "--json metrics" 2 "^hakctl: --json is for status" "$hakctl" --socket "$sock" --json metrics
+expect "--output into a missing directory" 5 "^hakctl: $work/none/m.prom.tmp: No such file or directory" \
+    "$hakctl" --socket "$sock" metrics --output "$work/none/m.prom"
+
 # Let them go: each one's own count of SuperSlabs from the daemon is what
 # the daemon said it served.
 exec 3>&- 4>&-

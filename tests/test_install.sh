@@ -36,6 +36,8 @@ lib/libhakclient.so
 lib/libhakclient.so.0
 lib/libhakclient.so.0.1.0
 lib/pkgconfig/hakclient.pc
+lib/systemd/system/hakmem-pagerd-metrics.service
+lib/systemd/system/hakmem-pagerd-metrics.timer
 lib/systemd/system/hakmem-pagerd.service
 lib/systemd/system/hakmem-pagerd.socket
 lib/tmpfiles.d/hakmem-pagerd.conf
@@ -143,9 +145,11 @@ fi
 # Verified as installed, with the staging root in front of the paths.
 mkdir "$work/units"
 sed "s|=$prefix/|=$root/|" "$unitdir/hakmem-pagerd.service" >"$work/units/hakmem-pagerd.service"
-cp "$unitdir/hakmem-pagerd.socket" "$work/units/"
+sed "s|=$prefix/|=$root/|" "$unitdir/hakmem-pagerd-metrics.service" >"$work/units/hakmem-pagerd-metrics.service"
+cp "$unitdir/hakmem-pagerd.socket" "$unitdir/hakmem-pagerd-metrics.timer" "$work/units/"
 if MANPATH=$root/share/man systemd-analyze verify "$work/units/hakmem-pagerd.socket" \
-       "$work/units/hakmem-pagerd.service" >"$work/verify.out" 2>&1 && [ ! -s "$work/verify.out" ]; then
+       "$work/units/hakmem-pagerd.service" "$work/units/hakmem-pagerd-metrics.service" \
+       "$work/units/hakmem-pagerd-metrics.timer" >"$work/verify.out" 2>&1 && [ ! -s "$work/verify.out" ]; then
     pass "installed units verify, their man pages found in the installed tree"
 else
     fail "installed units"
