@@ -625,7 +625,8 @@ static void check_returns(const struct snap *s, uint32_t now)
     uint64_t accepted = c->returned - s->returned + c->acked - s->acked, popped = 0, taken = 0;
     FZ_ASSERT(accepted <= consumed && consumed - accepted <= (c->state == CL_DEAD ? 1u : 0u));
     for (uint32_t k = 0; k < accepted; k++) {
-        uint64_t off = s->slot[(s->ret_head + k) & RETURN_MASK];
+        /* Bit 0 asks for the pages to go at once (HAK_SHM_RETURN_NOW). */
+        uint64_t off = s->slot[(s->ret_head + k) & RETURN_MASK] & ~HAK_SHM_RETURN_NOW;
         FZ_ASSERT(off >= l->ss_offset && off < l->file_size && ((off - l->ss_offset) & (HAK_SHM_SS_SIZE - 1)) == 0);
         uint32_t idx = (uint32_t)((off - l->ss_offset) >> HAK_SHM_SS_SHIFT);
         /* Given back while in its hands, or pushed back after we took it. */
