@@ -177,6 +177,14 @@ static void test_fork_with_the_background_thread(void **state)
         print_message("not under TSan: the child could not start its background thread\n");
         return;
     }
+    /* GCC 12's ASan runtime takes no lock of its own allocator at fork: the
+     * child's new background thread (its start frees through that
+     * allocator) can wait forever on a lock a loader thread of the parent
+     * held at the fork (seen once in make asan). */
+    if (TEST_ASAN) {
+        print_message("not under ASan: its runtime's allocator is not fork-safe with threads\n");
+        return;
+    }
     uint64_t decay = hak_opt.decay_ms;
     __atomic_store_n(&hak_opt.decay_ms, 1, __ATOMIC_RELAXED); /* the background thread reads it */
     __atomic_store_n(&hak_opt.background, 1, __ATOMIC_RELAXED);
