@@ -32,11 +32,19 @@ __thread struct hak_tls hak_tls __attribute__((tls_model("initial-exec")));
 /* A heap counts as idle, and its SuperSlabs go to the threads freeing into
  * them, once others drained it IDLE_HELPS times with no refill or flush of
  * its owner in between (HAK_HELP_DRAIN slabs notified each), and its owner
- * made no slow path for IDLE_NS: far beyond the time a busy machine keeps a
- * running thread off its CPU. Either alone misfires under a sanitizer on a
- * loaded machine. */
+ * made no slow path for IDLE_NS, or a twentieth of HAKMEM_DECAY_MS if that
+ * is longer (a program that keeps idle memory longer keeps it with its
+ * threads longer too): far beyond the time a busy machine keeps a running
+ * thread off its CPU. Either alone misfires under a sanitizer on a loaded
+ * machine. */
 #define IDLE_HELPS 2
 #define IDLE_NS (50u * 1000000u)
+
+static uint64_t idle_ns(void)
+{
+    uint64_t d = hak_decay_ms() * (1000000u / 20);
+    return d > IDLE_NS ? d : IDLE_NS;
+}
 
 static hak_lock_t pool_lock = HAK_LOCK_INIT;
 static struct hak_heap *all_heaps;   /* pool_lock; heaps are never removed */
@@ -230,7 +238,7 @@ void hak_heap_help_drain(struct hak_heap *h)
         return;
     hak_remote_drain(h);
     if (++h->helped >= IDLE_HELPS && h != hak_tls.heap &&
-        hak_now_ns() - atomic_load_explicit(&h->active_ns, HAK_RELAXED) >= IDLE_NS) {
+        hak_now_ns() - atomic_load_explicit(&h->active_ns, HAK_RELAXED) >= idle_ns()) {
         h->helped = 0;
         /* Its thread (if any) made no slow path while slabs were freed
          * into: it is not allocating. Its SuperSlabs, sparse
