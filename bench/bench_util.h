@@ -168,11 +168,12 @@ static inline void bench_touch(char *p, size_t size, char v)
 
 /* This process's resident set size in KiB, read with open/read into a
  * stack buffer: it allocates nothing. */
-/* Pages of the huge page pool mapped (RSS leaves them out), KiB. */
-static inline long bench_hugetlb_kib(void)
+/* Pages of the huge page pool a process has mapped (RSS leaves them out),
+ * KiB, from the HugetlbPages line of its status file (0 if none). */
+static inline long bench_hugetlb_kib_of(const char *status_path)
 {
     char buf[4096];
-    int fd = open("/proc/self/status", O_RDONLY);
+    int fd = open(status_path, O_RDONLY);
     if (fd < 0)
         return 0;
     ssize_t n = read(fd, buf, sizeof buf - 1);
@@ -180,6 +181,11 @@ static inline long bench_hugetlb_kib(void)
     buf[n > 0 ? n : 0] = 0;
     const char *at = strstr(buf, "HugetlbPages:");
     return at ? atol(at + 13) : 0;
+}
+
+static inline long bench_hugetlb_kib(void)
+{
+    return bench_hugetlb_kib_of("/proc/self/status");
 }
 
 static inline long bench_rss_kib(void)

@@ -30,20 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The HugetlbPages line of /proc/PID/status, in KiB (0 if none). */
-static long hugetlb_kb(pid_t pid)
-{
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    buf[n > 0 ? n : 0] = 0;
-    const char *at = strstr(buf, "HugetlbPages:");
-    return at ? atol(at + 13) : 0;
-}
+#include "bench_util.h"
 
 /* wait4, reading the command's pool pages meanwhile. */
 static pid_t wait_sampling(pid_t pid, int *status, struct rusage *ru, long *peak)
@@ -52,7 +39,9 @@ static pid_t wait_sampling(pid_t pid, int *status, struct rusage *ru, long *peak
         pid_t r = wait4(pid, status, WNOHANG, ru);
         if (r != 0)
             return r;
-        long kb = hugetlb_kb(pid);
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+        long kb = bench_hugetlb_kib_of(path);
         if (kb > *peak)
             *peak = kb;
         struct timespec ts = {0, 2000000};

@@ -38,20 +38,6 @@ static void client_labels(FILE *f, const struct hak_status_client *c)
     fputs("\"}", f);
 }
 
-static const char *charge_label(uint32_t charge)
-{
-    switch (charge) {
-    case HAK_CHARGE_OWN:
-        return "own";
-    case HAK_CHARGE_HELPER:
-        return "helper";
-    case HAK_CHARGE_DAEMON:
-        return "daemon";
-    default:
-        return "unknown";
-    }
-}
-
 static void daemon_metrics(FILE *f, const struct snapshot *s)
 {
     const struct hak_status_daemon *d = &s->d;
@@ -136,7 +122,7 @@ static void client_metrics(FILE *f, const struct snapshot *s)
     for (uint32_t i = 0; i < s->d.nclients; i++) {
         const struct hak_status_client *c = &s->clients[i];
         fprintf(f, "hakmem_pagerd_client_charge_info{pid=\"%d\",session=\"%" PRIu64 "\",charge=\"%s\"} 1\n", c->pid,
-                c->session, charge_label(c->charge));
+                c->session, hak_charge_name(c->charge));
     }
     family(f, "client_cgroup_limit_bytes", GAUGE, "The client's memory cgroup limit (+Inf: none).");
     for (uint32_t i = 0; i < s->d.nclients; i++) {

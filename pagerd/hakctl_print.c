@@ -69,22 +69,6 @@ static void text_clients(FILE *f, const struct snapshot *s)
     }
 }
 
-static const char *charge_name(uint32_t charge)
-{
-    switch (charge) {
-    case HAK_CHARGE_OWN:
-        return "own";
-    case HAK_CHARGE_HELPER:
-        return "helper";
-    case HAK_CHARGE_DAEMON:
-        return "daemon";
-    case HAK_CHARGE_UNKNOWN:
-        return "unknown";
-    default:
-        return "?";
-    }
-}
-
 /* MiB, or "-" for no limit (and for a cgroup never read). */
 static const char *mib(uint64_t bytes, char *buf, size_t len)
 {
@@ -116,7 +100,7 @@ static void text_cgroups(FILE *f, const struct snapshot *s)
         uint64_t daemon = c->daemon_held < all ? c->daemon_held : all;
         char lim[24], use[24];
         fprintf(f, "%8d %6u %-7s %10" PRIu64 " %10" PRIu64 " %9s %9s %8" PRIu64 "  ", c->pid, c->uid,
-                charge_name(c->charge), all - daemon, daemon, mib(c->cg_limit, lim, sizeof lim),
+                hak_charge_name(c->charge), all - daemon, daemon, mib(c->cg_limit, lim, sizeof lim),
                 mib(c->cg_usage, use, sizeof use), c->cgroup_hits);
         text_string(f, c->cgroup);
         fputc('\n', f);
@@ -185,7 +169,7 @@ static void json_client(FILE *f, const struct hak_status_client *c)
             ",\"limit_hits\":%" PRIu64 ",\"connected_ms\":%" PRIu64 ",\"charge\":\"%s\",\"daemon_held\":%u"
             ",\"cgroup_hits\":%" PRIu64 ",\"reclaimed\":%" PRIu64 ",\"pages\":\"%s\"",
             c->pid, c->uid, c->node, c->session, c->capacity, c->held, c->ring_level, c->dirty, c->watermark,
-            c->served, c->returned, c->limit_hits, c->connected_ms, charge_name(c->charge), c->daemon_held,
+            c->served, c->returned, c->limit_hits, c->connected_ms, hak_charge_name(c->charge), c->daemon_held,
             c->cgroup_hits, c->reclaimed, hak_pages_name(c->pages));
     json_bytes(f, "cg_limit", c->cg_limit);
     json_bytes(f, "cg_usage", c->cg_usage);

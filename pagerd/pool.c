@@ -413,8 +413,9 @@ static void adapt_watermark(struct client *c)
     c->pop_rate += ((double)c->pops_tick - c->pop_rate) / RATE_SMOOTHING;
     c->pops_tick = 0;
     double want = ceil(c->pop_rate * PAGERD_WM_TICKS);
-    if (dry != c->dry_seen && want < dry_doubled(c))
-        want = dry_doubled(c);
+    uint32_t doubled = dry != c->dry_seen ? dry_doubled(c) : 0;
+    if (want < doubled)
+        want = doubled;
     c->dry_seen = dry;
     uint32_t lo = pd.set.min_watermark, hi = pd.set.max_watermark;
     c->watermark = want <= lo ? lo : want >= hi ? hi : (uint32_t)want;

@@ -348,6 +348,8 @@ unsigned hak_msg_check(const void *buf, size_t n);
 bool hak_msg_peek(const void *buf, size_t n, unsigned *type, unsigned *version);
 /* "2M-hugetlb", "2M-thp", "4k", or "?" for a value of enum hak_pages. */
 const char *hak_pages_name(unsigned pages);
+/* "own", "helper", "daemon", "unknown", or "?" for a value of enum hak_charge. */
+const char *hak_charge_name(unsigned charge);
 
 /* ---- shm/ring.c ---- */
 /* Daemon side: SuperSlabs waiting in the ring. Returns false if the client

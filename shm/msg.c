@@ -69,6 +69,22 @@ unsigned hak_msg_check(const void *buf, size_t n)
     return want && want == n ? type : 0;
 }
 
+const char *hak_charge_name(unsigned charge)
+{
+    switch (charge) {
+    case HAK_CHARGE_OWN:
+        return "own";
+    case HAK_CHARGE_HELPER:
+        return "helper";
+    case HAK_CHARGE_DAEMON:
+        return "daemon";
+    case HAK_CHARGE_UNKNOWN:
+        return "unknown";
+    default:
+        return "?";
+    }
+}
+
 const char *hak_pages_name(unsigned pages)
 {
     switch (pages) {
