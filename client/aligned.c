@@ -10,10 +10,12 @@ static bool power_of_two(size_t a)
     return a && !(a & (a - 1));
 }
 
-void *hak_aligned(size_t align, size_t size)
+void *hak_aligned(size_t align, size_t size, void *ra)
 {
+    if (hak_prof_sampling(size))
+        return hak_prof_alloc(size, align, false, ra);
     if (align <= 16)
-        return hak_malloc(size);
+        return hak_malloc_inner(size);
     if (size > SIZE_MAX - align) {
         errno = ENOMEM;
         return NULL;
@@ -21,7 +23,7 @@ void *hak_aligned(size_t align, size_t size)
     size_t need = size > align ? size : align;
     if (align <= HAK_UNIT_SIZE && need <= HAK_UNIT_SIZE) {
         size_t pow2 = (size_t)1 << (64 - __builtin_clzll(need - 1));
-        return hak_malloc(pow2);
+        return hak_malloc_inner(pow2);
     }
     if (unlikely(!hak_ready()) && !hak_init_slow()) {
         errno = ENOMEM;
@@ -35,7 +37,7 @@ HAK_API int hak_posix_memalign(void **out, size_t align, size_t size)
     if (!power_of_two(align) || align % sizeof(void *))
         return EINVAL;
     int saved = errno;
-    void *p = hak_aligned(align, size);
+    void *p = hak_aligned(align, size, __builtin_return_address(0));
     errno = saved;
     if (!p)
         return ENOMEM;
@@ -49,7 +51,7 @@ HAK_API void *hak_aligned_alloc(size_t align, size_t size)
         errno = EINVAL;
         return NULL;
     }
-    return hak_aligned(align, size);
+    return hak_aligned(align, size, __builtin_return_address(0));
 }
 
 #ifndef HAK_NO_OVERRIDE
@@ -69,13 +71,13 @@ HAK_API void *memalign(size_t align, size_t size)
         align = 16;
     if (!power_of_two(align))
         align = (size_t)1 << (64 - __builtin_clzll(align));
-    return hak_aligned(align, size);
+    return hak_aligned(align, size, __builtin_return_address(0));
 }
 
 HAK_API void *valloc(size_t size);
 HAK_API void *valloc(size_t size)
 {
-    return hak_aligned(hak_os_page_size(), size);
+    return hak_aligned(hak_os_page_size(), size, __builtin_return_address(0));
 }
 
 HAK_API void *pvalloc(size_t size);
@@ -86,6 +88,6 @@ HAK_API void *pvalloc(size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    return hak_aligned(page, size ? (size + page - 1) & ~(page - 1) : page);
+    return hak_aligned(page, size ? (size + page - 1) & ~(page - 1) : page, __builtin_return_address(0));
 }
 #endif

@@ -18,7 +18,7 @@ static inline void *tcache_pop(struct hak_tcache *tc)
     return b;
 }
 
-HAK_API void *hak_malloc(size_t size)
+static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
 {
     size_t cls; /* not unsigned: no zero-extension after the atomic load */
     /* Read before start-up is known to be over, while another thread may be
@@ -73,7 +73,27 @@ HAK_NOINLINE void *hak_malloc_slow(size_t size)
     return b ? b : refill_and_pop(cls);
 }
 
-HAK_API void *hak_calloc(size_t count, size_t size)
+HAK_API void *hak_malloc(size_t size)
+{
+    return malloc_fast(size);
+}
+
+/* The same for realloc and the aligned calls: hak_malloc's first
+ * instruction is rewritten when the profiler is on (prof_patch.c). */
+void *hak_malloc_inner(size_t size)
+{
+    return malloc_fast(size);
+}
+
+/* With the profiler on, malloc jumps here: the same, after the countdown. */
+void *hak_malloc_sampled(size_t size)
+{
+    if (likely((hak_prof_left -= (int64_t)size) > 0) || !hak_prof_due())
+        return malloc_fast(size);
+    return hak_prof_alloc(size, 16, false, __builtin_return_address(0));
+}
+
+static inline void *calloc_body(size_t count, size_t size)
 {
     size_t bytes;
     if (unlikely(__builtin_mul_overflow(count, size, &bytes))) {
@@ -87,11 +107,30 @@ HAK_API void *hak_calloc(size_t count, size_t size)
         }
         return hak_large_alloc(bytes, 16, true);
     }
-    void *p = hak_malloc(bytes);
+    void *p = hak_malloc_inner(bytes);
     if (likely(p))
         memset(p, 0, bytes);
     return p;
 }
+
+HAK_API void *hak_calloc(size_t count, size_t size)
+{
+    return calloc_body(count, size);
+}
+
+/* With the profiler on, calloc jumps here. */
+void *hak_calloc_sampled(size_t count, size_t size)
+{
+    size_t bytes;
+    if (!__builtin_mul_overflow(count, size, &bytes) && (hak_prof_left -= (int64_t)bytes) <= 0 && hak_prof_due())
+        return hak_prof_alloc(bytes, 16, true, __builtin_return_address(0));
+    return calloc_body(count, size);
+}
+
+/* Hidden names of the same code, whose address is the code itself, never
+ * a program's PLT slot: what prof_patch.c rewrites. */
+extern __typeof(hak_malloc) hak_malloc_code __attribute__((alias("hak_malloc"), malloc));
+extern __typeof(hak_calloc) hak_calloc_code __attribute__((alias("hak_calloc"), malloc));
 
 #ifndef HAK_NO_OVERRIDE
 /* The standard names, for LD_PRELOAD and -lhakclient: aliases, not

@@ -14,6 +14,7 @@ static __thread bool in_phase1 __attribute__((tls_model("initial-exec")));
 
 static void fork_prepare(void)
 {
+    hak_prof_fork_prepare();
     hak_large_fork_prepare();
     hak_heap_fork_prepare();
     hak_provision_fork_prepare();
@@ -26,6 +27,7 @@ static void fork_parent(void)
     hak_provision_fork_parent();
     hak_heap_fork_parent();
     hak_large_fork_parent();
+    hak_prof_fork_parent();
 }
 
 static void fork_child(void)
@@ -33,6 +35,7 @@ static void fork_child(void)
     hak_lock_reset(&hak_arena.lock);
     hak_provision_fork_child();
     hak_large_fork_child();
+    hak_prof_fork_child();
     hak_heap_fork_child(); /* last: it gives SuperSlabs back to the provider */
     hak_decay_fork_child();
 }
@@ -49,6 +52,7 @@ bool hak_init_slow(void)
         hak_options_init();
         hak_classes_init();
         hak_secure_init();
+        hak_prof_init();
         if (hak_arena_init((size_t)hak_opt.arena_gib << 30) != 0)
             hak_warn("cannot reserve address space for the heap; allocations will fail");
         in_phase1 = false;

@@ -341,9 +341,15 @@ void hak_decay_fork_child(void) HAK_HIDDEN;
 /* ---- alloc.c / free.c: the entry points' slow paths ---- */
 void *hak_malloc_slow(size_t size) HAK_HIDDEN;
 void hak_free_generic(void *p) HAK_HIDDEN;
+void *hak_malloc_inner(size_t size) HAK_HIDDEN; /* hak_malloc, never rewritten */
+/* Where hak_malloc and hak_calloc jump with the profiler on. */
+void *hak_malloc_sampled(size_t size) HAK_HIDDEN;
+void *hak_calloc_sampled(size_t count, size_t size) HAK_HIDDEN;
+void *hak_malloc_code(size_t size) HAK_HIDDEN; /* hak_malloc's code, to rewrite */
+void *hak_calloc_code(size_t count, size_t size) HAK_HIDDEN;
 
 /* ---- aligned.c ---- */
-void *hak_aligned(size_t align, size_t size) HAK_HIDDEN;
+void *hak_aligned(size_t align, size_t size, void *ra) HAK_HIDDEN; /* ra: for the profiler */
 
 /* ---- large.c: blocks above HAK_MID_MAX, mapped directly ---- */
 void *hak_large_alloc(size_t size, size_t align, bool zero) HAK_HIDDEN;
@@ -352,6 +358,7 @@ size_t hak_large_usable(const void *p) HAK_HIDDEN; /* 0: not a large block */
 void *hak_large_resize(void *p, size_t size) HAK_HIDDEN;
 size_t hak_large_trim(void) HAK_HIDDEN;
 size_t hak_large_decay(void) HAK_HIDDEN; /* cached mappings past the decay, if the lock is free */
+void hak_large_tag(void *p, uint64_t tag) HAK_HIDDEN; /* a sampled block's profiler tag */
 void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blocks) HAK_HIDDEN;
 size_t hak_large_resident(void) HAK_HIDDEN; /* live and cached mappings, the registry */
 void hak_large_fork_prepare(void) HAK_HIDDEN;
@@ -383,7 +390,10 @@ struct hak_options {
     uint64_t pagerd_capacity_mb; /* HAKMEM_PAGERD_CAPACITY_MB */
     uint64_t background;     /* HAKMEM_BACKGROUND */
     uint64_t thp;            /* HAKMEM_THP */
+    uint64_t prof;           /* HAKMEM_PROF */
+    uint64_t prof_sample;    /* HAKMEM_PROF_SAMPLE */
     char pagerd_socket[HAK_PATH_MAX]; /* HAKMEM_PAGERD_SOCKET */
+    char prof_prefix[HAK_PATH_MAX];   /* HAKMEM_PROF_PREFIX */
 };
 extern struct hak_options hak_opt HAK_HIDDEN;
 void hak_options_init(void) HAK_HIDDEN;
@@ -399,6 +409,26 @@ bool hak_init_slow(void) HAK_HIDDEN;
 static inline bool hak_ready(void)
 {
     return atomic_load_explicit(&hak_init_state, memory_order_acquire) == 2;
+}
+
+/* ---- prof.c, prof_patch.c: the sampling heap profiler ----
+ * The sampling entry points (alloc.c) count bytes down in hak_prof_left
+ * and call hak_prof_due when it runs out; the default ones never look. */
+extern uint64_t hak_prof_rate HAK_HIDDEN; /* mean bytes between samples; 0 = off */
+extern __thread int64_t hak_prof_left __attribute__((tls_model("initial-exec"))) HAK_HIDDEN;
+bool hak_prof_patch_entries(const char **why) HAK_HIDDEN; /* malloc, calloc jump to the sampling ones */
+void hak_prof_init(void) HAK_HIDDEN;
+bool hak_prof_due(void) HAK_HIDDEN;
+void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra) HAK_HIDDEN;
+void hak_prof_freed(uint64_t tag) HAK_HIDDEN;
+void hak_prof_fork_prepare(void) HAK_HIDDEN;
+void hak_prof_fork_parent(void) HAK_HIDDEN;
+void hak_prof_fork_child(void) HAK_HIDDEN;
+/* For the entry points that are not malloc's own (realloc, the aligned
+ * ones): sample this allocation of size bytes? */
+static inline bool hak_prof_sampling(size_t size)
+{
+    return unlikely(hak_prof_rate != 0) && (hak_prof_left -= (int64_t)size) <= 0 && hak_prof_due();
 }
 
 #endif /* HAK_INTERNAL_H */

@@ -12,6 +12,7 @@
 struct large_entry {
     uintptr_t ptr;   /* block = start of its mapping; 0 empty, 1 deleted */
     size_t len;      /* length of the mapping */
+    uint64_t prof;   /* the profiler's tag of a sampled block, else 0 */
 };
 
 struct cached_map {
@@ -84,7 +85,7 @@ static bool room_for_one(void)
     return ((lg.used + lg.tomb + 1) * 4 <= lg.cap * 3) || grow_table();
 }
 
-static bool insert(uintptr_t p, size_t len)
+static bool insert(uintptr_t p, size_t len, uint64_t prof)
 {
     if (!room_for_one())
         return false;
@@ -93,7 +94,7 @@ static bool insert(uintptr_t p, size_t len)
         i = (i + 1) & (lg.cap - 1);
     if (lg.tab[i].ptr == 1)
         lg.tomb--;
-    lg.tab[i] = (struct large_entry){p, len};
+    lg.tab[i] = (struct large_entry){p, len, prof};
     lg.used++;
     return true;
 }
@@ -201,7 +202,7 @@ void *hak_large_alloc(size_t size, size_t align, bool zero)
         }
     }
     hak_lock(&lg.lock);
-    bool ok = insert(m.base, m.len);
+    bool ok = insert(m.base, m.len, 0);
     if (ok)
         lg.live_bytes += m.len;
     hak_unlock(&lg.lock);
@@ -224,6 +225,7 @@ bool hak_large_free(void *p)
         return false;
     }
     size_t len = e->len;
+    uint64_t prof = e->prof;
     e->ptr = 1;
     lg.used--;
     lg.tomb++;
@@ -231,7 +233,18 @@ bool hak_large_free(void *p)
     cache_put((uintptr_t)p, len);
     cache_purge(false);
     hak_unlock(&lg.lock);
+    if (unlikely(prof))
+        hak_prof_freed(prof);
     return true;
+}
+
+void hak_large_tag(void *p, uint64_t tag)
+{
+    hak_lock(&lg.lock);
+    struct large_entry *e = lookup((uintptr_t)p);
+    if (e)
+        e->prof = tag;
+    hak_unlock(&lg.lock);
 }
 
 /* Resize a large block in place or by moving its pages (mremap), never by
@@ -257,7 +270,7 @@ void *hak_large_resize(void *p, size_t size)
             e->ptr = 1; /* the old address is gone */
             lg.used--;
             lg.tomb++;
-            insert((uintptr_t)q, len); /* cannot fail: the room is there */
+            insert((uintptr_t)q, len, e->prof); /* cannot fail: the room is there */
         } else if (q) {
             e->len = len;
         }

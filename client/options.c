@@ -43,6 +43,12 @@ static const struct option_def options[] = {
     {"HAKMEM_BACKGROUND", OPT_NUM, &hak_opt.background, 0, 0, 1, "0/1", NULL, NULL},
     /* 1 = ask for transparent huge pages on in-process SuperSlab memory */
     {"HAKMEM_THP", OPT_NUM, &hak_opt.thp, 0, 0, 1, "0/1", NULL, NULL},
+    /* 1 = the sampling heap profiler: a profile pprof reads, written at exit */
+    {"HAKMEM_PROF", OPT_NUM, &hak_opt.prof, 0, 0, 1, "0/1", NULL, NULL},
+    /* mean bytes allocated between two samples */
+    {"HAKMEM_PROF_SAMPLE", OPT_NUM, &hak_opt.prof_sample, 524288, 1, 1ull << 40, "bytes", NULL, NULL},
+    /* the profile goes to PREFIX.PID.heap */
+    {"HAKMEM_PROF_PREFIX", OPT_PATH, NULL, 0, 0, 0, "path", hak_opt.prof_prefix, "hakmem"},
     /* size of the shared file asked of the daemon (address space, not memory) */
     {"HAKMEM_PAGERD_CAPACITY_MB", OPT_NUM, &hak_opt.pagerd_capacity_mb, 16384, 1, HAK_SHM_MAX_CAPACITY, "MiB", NULL, NULL},
 };

@@ -8,10 +8,18 @@
 #include "internal.h"
 #include "hakmem.h"
 
+/* A new block for realloc, sampled by the profiler like malloc's. */
+static void *fresh(size_t size, void *ra)
+{
+    if (hak_prof_sampling(size))
+        return hak_prof_alloc(size, 16, false, ra);
+    return hak_malloc_inner(size);
+}
+
 HAK_API void *hak_realloc(void *p, size_t size)
 {
     if (!p)
-        return hak_malloc(size);
+        return fresh(size, __builtin_return_address(0));
     if (size == 0) { /* glibc's behaviour: free and return NULL */
         hak_free(p);
         return NULL;
@@ -21,7 +29,7 @@ HAK_API void *hak_realloc(void *p, size_t size)
         return p;
     if (size > HAK_MID_MAX && !hak_in_arena(p))
         return hak_large_resize(p, size);
-    void *q = hak_malloc(size);
+    void *q = fresh(size, __builtin_return_address(0));
     if (!q)
         return NULL;
     memcpy(q, p, size < have ? size : have);

@@ -58,6 +58,12 @@ HAK_API void hak_thread_flush(void);
 /* Print the statistics summary (the one HAKMEM_STATS=1 prints at exit). */
 HAK_API void hak_stats_print(void);
 
+/* Write the heap profile now (the process must have started with
+ * HAKMEM_PROF=1): to path, or to HAKMEM_PROF_PREFIX.PID.heap if path is
+ * NULL. The format is the heap profile google-pprof reads. Returns 0, or -1
+ * with errno set (ENOTSUP when the profiler is off). */
+HAK_API int hak_prof_dump(const char *path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,6 +12,8 @@ pkgs="build-essential pkg-config libcmocka-dev liburing-dev libnuma-dev python3 
 pkgs="$pkgs clang libclang-rt-dev"
 # promtool, which checks hakctl's Prometheus metrics (test_hakctl.sh).
 pkgs="$pkgs prometheus"
+# google-pprof, which reads the heap profiler's output (test_prof).
+pkgs="$pkgs google-perftools"
 # make valgrind. (make asan and make tsan need nothing more: gcc's libasan,
 # libubsan and libtsan come with build-essential's gcc.)
 pkgs="$pkgs valgrind"

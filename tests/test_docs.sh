@@ -29,7 +29,9 @@ done
 # default is the socket path or HAK_PAGERD_<WORD>.
 socket_default=$(sed -n 's/^#define HAK_SHM_DEFAULT_SOCKET "\(.*\)"$/\1/p' "$top/shm/hakmem_shm.h")
 sed -n 's/^ *{"\(HAKMEM_[A-Z_]*\)", OPT_\(NUM\|WORD\), [^,]*, \([^,]*\),.*/\1 \3/p' "$top/client/options.c" >"$work/options"
-sed -n 's/^ *{"\(HAKMEM_[A-Z_]*\)", OPT_PATH,.*/\1 path/p' "$top/client/options.c" >>"$work/options"
+# An OPT_PATH default: a string, or the socket's symbol.
+sed -n 's/^ *{"\(HAKMEM_[A-Z_]*\)", OPT_PATH, .*, "\([^"]*\)"},$/\1 \2/p; t; s/^ *{"\(HAKMEM_[A-Z_]*\)", OPT_PATH,.*/\1 path/p' \
+    "$top/client/options.c" >>"$work/options"
 n=0
 while read -r name def; do
     n=$((n + 1))

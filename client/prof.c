@@ -1,0 +1,367 @@
+/* The sampling heap profiler (HAKMEM_PROF=1).
+ *
+ * One allocation is sampled on average every HAKMEM_PROF_SAMPLE bytes: each
+ * thread counts down a random exponential number of bytes, so an allocation
+ * of s bytes is sampled with probability 1 - exp(-s / rate), the law pprof's
+ * heap_v2 format undoes when it scales samples back. The countdown lives in
+ * the sampling entry points only: at start-up malloc and calloc are made to
+ * jump there (prof_patch.c), so with the profiler off malloc and free are
+ * the same code as without a profiler.
+ *
+ * A sampled block is served as a large block (its own mapping), so free()
+ * finds it in the large registry, which carries the sample's tag, and the
+ * small-block fast paths never see it. Its call stack is taken with
+ * backtrace() outside every lock; the stack table lives in memory mapped
+ * here, never in malloc'd memory. */
+#include <execinfo.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "hakmem.h"
+
+#define MAX_DEPTH 64
+#define NBUCKETS (1u << 16)   /* distinct stacks; power of two */
+#define NFRAMES (1u << 21)    /* frames of every distinct stack together */
+#define TAG_BUCKET_BITS 24    /* a tag: (requested size << 24) | (bucket + 1) */
+
+uint64_t hak_prof_rate;
+__thread int64_t hak_prof_left;
+
+struct bucket {
+    uint64_t hash;
+    uint32_t depth, frame;            /* frames[frame .. frame + depth) */
+    uint64_t alloc_n, alloc_bytes;    /* samples taken */
+    uint64_t live_n, live_bytes;      /* of them, not freed yet */
+};
+
+static struct {
+    hak_lock_t lock;
+    struct bucket *tab; /* NBUCKETS, hash 0 = empty */
+    uintptr_t *frames;  /* NFRAMES */
+    uint32_t used, nframes;
+    uint64_t dropped;   /* samples whose stack found no room */
+} pf = {HAK_LOCK_INIT, NULL, NULL, 0, 0, 0};
+
+struct prof_thread {
+    uint64_t rng;
+    bool seeded, busy;
+};
+static __thread struct prof_thread me;
+
+void hak_prof_init(void)
+{
+    if (!hak_opt.prof)
+        return;
+    const char *why = NULL;
+    hak_prof_rate = hak_opt.prof_sample; /* before malloc can jump to the sampling entry */
+    if (!hak_prof_patch_entries(&why)) {
+        hak_prof_rate = 0;
+        hak_write_str(2, "hakmem: warning: HAKMEM_PROF=1 ignored: ");
+        hak_write_str(2, why);
+        hak_write_str(2, "\n");
+    }
+}
+
+static uint64_t next_random(struct prof_thread *t)
+{
+    uint64_t x = t->rng; /* xorshift64* */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    t->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* -ln(u) for u = r / 2^53, r in [1, 2^53]: r = m * 2^e with m in [1, 2),
+ * ln m = 2 atanh((m - 1) / (m + 1)), whose series converges fast there.
+ * No libm: the client needs the C library only. */
+static double neg_log_unit(uint64_t r)
+{
+    int e = 63 - __builtin_clzll(r);
+    double m = (double)r / (double)(1ull << e);
+    double z = (m - 1) / (m + 1), z2 = z * z;
+    double ln_m = 2 * z * (1 + z2 * (1.0 / 3 + z2 * (1.0 / 5 + z2 * (1.0 / 7 + z2 * (1.0 / 9 + z2 / 11)))));
+    return (53 - e) * 0.69314718055994530942 - ln_m;
+}
+
+static int64_t next_interval(struct prof_thread *t)
+{
+    uint64_t r = (next_random(t) >> 11) + 1; /* [1, 2^53] */
+    double bytes = neg_log_unit(r) * (double)hak_prof_rate;
+    if (bytes < 1)
+        return 1;
+    if (bytes > (double)(INT64_MAX / 2))
+        return INT64_MAX / 2;
+    return (int64_t)bytes;
+}
+
+static void seed(struct prof_thread *t)
+{
+    const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+    uint64_t s = 0;
+    if (r)
+        memcpy(&s, r, sizeof s);
+    s ^= (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ull ^ hak_now_ns();
+    t->rng = s ? s : 1;
+    t->seeded = true;
+}
+
+/* The thread's countdown ran out: sample this allocation? Also where a new
+ * thread draws its first interval and where allocations made while a sample
+ * is being taken (backtrace may load libgcc_s) are let through. */
+HAK_NOINLINE bool hak_prof_due(void)
+{
+    struct prof_thread *t = &me;
+    if (!hak_ready() || t->busy)
+        return false;
+    if (!hak_prof_rate) {
+        hak_prof_left = INT64_MAX;
+        return false;
+    }
+    bool first = !t->seeded;
+    if (first)
+        seed(t);
+    hak_prof_left = next_interval(t);
+    return !first;
+}
+
+static uint64_t stack_hash(uintptr_t *f, unsigned n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (unsigned i = 0; i < n; i++)
+        h = (h ^ f[i]) * 0x100000001b3ull;
+    return h | 1; /* 0 marks an empty slot */
+}
+
+static bool tables_ready(void)
+{
+    if (pf.tab)
+        return true;
+    pf.tab = hak_os_map_noreserve(NBUCKETS * sizeof *pf.tab);
+    pf.frames = pf.tab ? hak_os_map_noreserve(NFRAMES * sizeof *pf.frames) : NULL;
+    if (!pf.frames && pf.tab) {
+        hak_os_unmap(pf.tab, NBUCKETS * sizeof *pf.tab);
+        pf.tab = NULL;
+    }
+    return pf.tab != NULL;
+}
+
+/* The bucket of a stack, made if new; -1 if there is no room. pf.lock held. */
+static int64_t bucket_of(uintptr_t *f, unsigned n)
+{
+    if (!tables_ready())
+        return -1;
+    uint64_t h = stack_hash(f, n);
+    for (uint32_t i = (uint32_t)(h >> 20) & (NBUCKETS - 1), k = 0; k < NBUCKETS; i = (i + 1) & (NBUCKETS - 1), k++) {
+        struct bucket *b = &pf.tab[i];
+        if (b->hash == h && b->depth == n && memcmp(&pf.frames[b->frame], f, n * sizeof *f) == 0)
+            return i;
+        if (b->hash)
+            continue;
+        if ((pf.used + 1) * 4 > NBUCKETS * 3 || pf.nframes + n > NFRAMES)
+            return -1;
+        memcpy(&pf.frames[pf.nframes], f, n * sizeof *f);
+        *b = (struct bucket){.hash = h, .depth = n, .frame = pf.nframes};
+        pf.nframes += n;
+        pf.used++;
+        return i;
+    }
+    return -1;
+}
+
+/* The caller's stack from ra on (the return address into the code that
+ * called the allocator): the frames inside hakmem are dropped. */
+static unsigned take_stack(uintptr_t *out, void *ra)
+{
+    void *raw[MAX_DEPTH + 8];
+    int n = backtrace(raw, MAX_DEPTH + 8);
+    int from = 1;
+    for (int i = 0; i < n; i++)
+        if (raw[i] == ra) {
+            from = i;
+            break;
+        }
+    unsigned depth = 0;
+    for (int i = from; i < n && depth < MAX_DEPTH; i++)
+        out[depth++] = (uintptr_t)raw[i];
+    return depth;
+}
+
+HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra)
+{
+    void *p = hak_large_alloc(size ? size : 1, align, zero);
+    if (!p)
+        return NULL;
+    struct prof_thread *t = &me;
+    uintptr_t f[MAX_DEPTH];
+    t->busy = true;
+    unsigned n = take_stack(f, ra);
+    t->busy = false;
+    hak_lock(&pf.lock);
+    int64_t i = n && size < (1ull << (64 - TAG_BUCKET_BITS)) ? bucket_of(f, n) : -1;
+    if (i >= 0) {
+        struct bucket *b = &pf.tab[i];
+        b->alloc_n++;
+        b->alloc_bytes += size;
+        b->live_n++;
+        b->live_bytes += size;
+    } else {
+        pf.dropped++;
+    }
+    hak_unlock(&pf.lock);
+    if (i >= 0)
+        hak_large_tag(p, ((uint64_t)size << TAG_BUCKET_BITS) | (uint64_t)(i + 1));
+    return p;
+}
+
+void hak_prof_freed(uint64_t tag)
+{
+    uint32_t i = (uint32_t)(tag & ((1u << TAG_BUCKET_BITS) - 1)) - 1;
+    uint64_t size = tag >> TAG_BUCKET_BITS;
+    hak_lock(&pf.lock);
+    pf.tab[i].live_n--;
+    pf.tab[i].live_bytes -= size;
+    hak_unlock(&pf.lock);
+}
+
+/* ---- the profile file: the legacy heap profile text pprof reads ---- */
+
+struct out {
+    int fd;
+    bool failed;
+    size_t len;
+    char buf[8192];
+};
+
+static void flush_out(struct out *o)
+{
+    for (size_t done = 0; done < o->len && !o->failed;) {
+        ssize_t w = write(o->fd, o->buf + done, o->len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            o->failed = true;
+        else
+            done += (size_t)w;
+    }
+    o->len = 0;
+}
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->len + n > sizeof o->buf)
+        flush_out(o);
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+}
+
+static void put_counts(struct out *o, uint64_t ln, uint64_t lb, uint64_t an, uint64_t ab)
+{
+    char line[128];
+    int n = snprintf(line, sizeof line, "%6llu: %8llu [%6llu: %8llu] @", (unsigned long long)ln,
+                     (unsigned long long)lb, (unsigned long long)an, (unsigned long long)ab);
+    put(o, line, (size_t)n);
+}
+
+static void put_rows(struct out *o)
+{
+    uint64_t ln = 0, lb = 0, an = 0, ab = 0;
+    for (uint32_t i = 0; pf.tab && i < NBUCKETS; i++) {
+        ln += pf.tab[i].live_n;
+        lb += pf.tab[i].live_bytes;
+        an += pf.tab[i].alloc_n;
+        ab += pf.tab[i].alloc_bytes;
+    }
+    put(o, "heap profile: ", 14);
+    put_counts(o, ln, lb, an, ab);
+    char line[64];
+    int n = snprintf(line, sizeof line, " heap_v2/%llu\n", (unsigned long long)hak_prof_rate);
+    put(o, line, (size_t)n);
+    for (uint32_t i = 0; pf.tab && i < NBUCKETS; i++) {
+        const struct bucket *b = &pf.tab[i];
+        if (!b->alloc_n)
+            continue;
+        put_counts(o, b->live_n, b->live_bytes, b->alloc_n, b->alloc_bytes);
+        for (uint32_t k = 0; k < b->depth; k++) {
+            n = snprintf(line, sizeof line, " 0x%016llx", (unsigned long long)pf.frames[b->frame + k]);
+            put(o, line, (size_t)n);
+        }
+        put(o, "\n", 1);
+    }
+}
+
+/* pprof finds the symbols of each address through the mappings. */
+static void put_maps(struct out *o)
+{
+    put(o, "\nMAPPED_LIBRARIES:\n", 19);
+    flush_out(o);
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        o->failed = true;
+        return;
+    }
+    for (;;) {
+        ssize_t r = read(fd, o->buf, sizeof o->buf);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        o->len = (size_t)r;
+        flush_out(o);
+    }
+    close(fd);
+}
+
+static struct out dump_out; /* under pf.lock: a dump needs no stack room */
+
+HAK_API int hak_prof_dump(const char *path)
+{
+    if (!hak_prof_rate) {
+        errno = ENOTSUP;
+        return -1;
+    }
+    char name[HAK_PATH_MAX + 32];
+    if (!path) {
+        snprintf(name, sizeof name, "%s.%d.heap", hak_opt.prof_prefix, (int)getpid());
+        path = name;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    hak_lock(&pf.lock);
+    struct out *o = &dump_out;
+    o->fd = fd;
+    o->failed = false;
+    o->len = 0;
+    put_rows(o);
+    put_maps(o);
+    bool failed = o->failed;
+    hak_unlock(&pf.lock);
+    if (close(fd) != 0 || failed) {
+        if (!errno)
+            errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+__attribute__((destructor)) static void dump_at_exit(void)
+{
+    if (!hak_prof_rate)
+        return;
+    char name[HAK_PATH_MAX + 32];
+    snprintf(name, sizeof name, "%s.%d.heap", hak_opt.prof_prefix, (int)getpid());
+    if (hak_prof_dump(name) != 0) {
+        hak_write_str(2, "hakmem: cannot write the heap profile ");
+        hak_write_str(2, name);
+        hak_write_str(2, "\n");
+    }
+}
+
+void hak_prof_fork_prepare(void) { hak_lock(&pf.lock); }
+void hak_prof_fork_parent(void) { hak_unlock(&pf.lock); }
+void hak_prof_fork_child(void) { hak_lock_reset(&pf.lock); }

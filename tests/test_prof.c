@@ -1,0 +1,242 @@
+/* The sampling heap profiler: this program runs itself as a child with
+ * HAKMEM_PROF=1 (the entry points are picked at load time, so the child
+ * must start with it), then reads the child's profile with google-pprof. */
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+#include "hakmem.h"
+#include "testutil.h"
+
+#define RATE "32768"
+#define SITE_BLOCKS (1u << 20)
+
+static char self[PATH_MAX];
+static char dir[] = "/tmp/hakmem-prof-XXXXXX";
+static void *kept[2 * SITE_BLOCKS];
+
+/* ---- the child's workloads ---- */
+
+/* Three bytes in four from here, one from site_one: the same number of
+ * blocks of sizes 192 and 64, so pprof's scaling by size is exercised. */
+static HAK_NOINLINE void *site_three(void)
+{
+    char *p = hak_malloc(192);
+    p[0] = 1;
+    return p;
+}
+
+static HAK_NOINLINE void *site_one(void)
+{
+    char *p = hak_malloc(64);
+    p[0] = 1;
+    return p;
+}
+
+static HAK_NOINLINE void *site_freed(void)
+{
+    char *p = hak_malloc(256);
+    p[0] = 1;
+    return p;
+}
+
+static int child_sites(void)
+{
+    for (unsigned i = 0; i < SITE_BLOCKS; i++) {
+        kept[2 * i] = site_three();
+        kept[2 * i + 1] = site_one();
+    }
+    return 0; /* the profile is written at exit, the blocks still live */
+}
+
+/* Every entry point samples, sampled blocks behave as blocks (aligned,
+ * zeroed, resizable, freed), and freed samples leave the in-use figures. */
+static int child_entry_points(const char *path)
+{
+    for (unsigned i = 0; i < 1u << 16; i++) {
+        void *a = NULL, *b, *c, *d;
+        if (hak_posix_memalign(&a, 4096, 100) != 0 || (uintptr_t)a % 4096)
+            return 10;
+        b = hak_calloc(10, 30);
+        if (!b || ((unsigned char *)b)[299] != 0)
+            return 11;
+        memset(b, 0xAB, 300);
+        c = hak_aligned_alloc(64, 128);
+        if (!c || (uintptr_t)c % 64)
+            return 12;
+        d = hak_realloc(NULL, 50);
+        d = hak_realloc(d, 5000);
+        if (!d)
+            return 13;
+        hak_free(a);
+        hak_free(b);
+        hak_free(c);
+        hak_free(d);
+        hak_free(site_freed());
+    }
+    for (unsigned i = 0; i < SITE_BLOCKS / 4; i++)
+        kept[i] = site_one();
+    if (hak_prof_dump(path) != 0)
+        return 14;
+    for (unsigned i = 0; i < SITE_BLOCKS / 4; i++)
+        hak_free(kept[i]);
+    return 0;
+}
+
+static int child_off(void)
+{
+    hak_free(hak_malloc(100));
+    errno = 0;
+    return hak_prof_dump(NULL) == -1 && errno == ENOTSUP ? 0 : 20;
+}
+
+/* ---- the parent ---- */
+
+static pid_t run_child(const char *mode, const char *arg, bool prof)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char prefix[PATH_MAX];
+        snprintf(prefix, sizeof prefix, "%s/p", dir);
+        setenv("HAKMEM_PROF_PREFIX", prefix, 1);
+        setenv("HAKMEM_PROF_SAMPLE", RATE, 1);
+        if (prof)
+            setenv("HAKMEM_PROF", "1", 1);
+        else
+            unsetenv("HAKMEM_PROF");
+        execl(self, self, "--child", mode, arg, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("child %s: status %#x", mode, st);
+    return pid;
+}
+
+static bool have_pprof(void)
+{
+    if (system("command -v google-pprof >/dev/null 2>&1") == 0)
+        return true;
+    print_message("SKIP: google-pprof is not installed (Debian package google-perftools)\n");
+    return false;
+}
+
+/* MiB pprof attributes to fn (flat), from `google-pprof --text opts`. */
+static double pprof_flat(const char *profile, const char *opts, const char *fn, double *total)
+{
+    char cmd[PATH_MAX * 3], line[512];
+    snprintf(cmd, sizeof cmd, "google-pprof --text %s '%s' '%s' 2>/dev/null", opts, self, profile);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    double mib = 0;
+    *total = 0;
+    while (fgets(line, sizeof line, f)) {
+        double flat, pct, sum, cum, cum_pct;
+        char name[256];
+        if (sscanf(line, "Total: %lf MB", &flat) == 1)
+            *total = flat;
+        else if (sscanf(line, " %lf %lf%% %lf%% %lf %lf%% %255s", &flat, &pct, &sum, &cum, &cum_pct, name) == 6 &&
+                 strcmp(name, fn) == 0)
+            mib = flat;
+    }
+    pclose(f);
+    return mib;
+}
+
+static void test_two_sites_in_proportion(void **state)
+{
+    (void)state;
+    if (!have_pprof())
+        return;
+    pid_t pid = run_child("sites", "", true);
+    char profile[PATH_MAX];
+    snprintf(profile, sizeof profile, "%s/p.%d.heap", dir, (int)pid);
+    double total, three = pprof_flat(profile, "", "site_three", &total);
+    double one = pprof_flat(profile, "", "site_one", &total);
+    print_message("in use: site_three %.1f MiB, site_one %.1f MiB, total %.1f MiB\n", three, one, total);
+    /* 256 MiB in 8,192 samples on average: the shares are within a
+     * percentage point or so; 10% of each share is five deviations. */
+    assert_true(three > 0 && one > 0);
+    double share = three / (three + one);
+    assert_true(share > 0.75 * 0.9 && share < 0.75 * 1.1);
+    assert_true(1 - share > 0.25 * 0.9 && 1 - share < 0.25 * 1.1);
+    /* Scaled back, the sizes add up to what was allocated. */
+    double want = SITE_BLOCKS * (192.0 + 64.0) / (1 << 20);
+    assert_true(three + one > want * 0.9 && three + one < want * 1.1);
+}
+
+static void test_every_entry_point_and_free(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/mid.heap", dir);
+    run_child("entry", path, true);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[256];
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_int_equal(strncmp(line, "heap profile: ", 14), 0);
+    assert_non_null(strstr(line, "@ heap_v2/" RATE "\n"));
+    bool maps = false;
+    while (fgets(line, sizeof line, f))
+        maps |= strcmp(line, "MAPPED_LIBRARIES:\n") == 0;
+    fclose(f);
+    assert_true(maps);
+    if (!have_pprof())
+        return;
+    double total, freed = pprof_flat(path, "", "site_freed", &total);
+    double kept_one = pprof_flat(path, "", "site_one", &total);
+    double freed_all = pprof_flat(path, "--alloc_space", "site_freed", &total);
+    print_message("site_freed in use %.1f MiB, allocated %.1f MiB; site_one in use %.1f MiB\n", freed, freed_all,
+                  kept_one);
+    assert_true(freed == 0);
+    double want = 65536.0 * 256 / (1 << 20); /* 16 MiB */
+    assert_true(freed_all > want * 0.75 && freed_all < want * 1.25);
+    want = SITE_BLOCKS / 4 * 64.0 / (1 << 20); /* 16 MiB */
+    assert_true(kept_one > want * 0.75 && kept_one < want * 1.25);
+}
+
+static void test_off_by_default(void **state)
+{
+    (void)state;
+    pid_t pid = run_child("off", "", false);
+    char profile[PATH_MAX];
+    snprintf(profile, sizeof profile, "%s/p.%d.heap", dir, (int)pid);
+    struct stat st;
+    assert_int_equal(stat(profile, &st), -1);
+}
+
+static int cleanup(void **state)
+{
+    (void)state;
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[1], "--child") == 0) {
+        if (strcmp(argv[2], "sites") == 0)
+            return child_sites();
+        if (strcmp(argv[2], "entry") == 0 && argc == 4)
+            return child_entry_points(argv[3]);
+        if (strcmp(argv[2], "off") == 0)
+            return child_off();
+        return 126;
+    }
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0 || !mkdtemp(dir))
+        return 1;
+    self[n] = '\0';
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_two_sites_in_proportion),
+        cmocka_unit_test(test_every_entry_point_and_free),
+        cmocka_unit_test(test_off_by_default),
+    };
+    return cmocka_run_group_tests(tests, NULL, cleanup);
+}
