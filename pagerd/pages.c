@@ -106,8 +106,8 @@ void pages_detect(void)
         snprintf(why, sizeof why, "huge_pages = off");
     else if ((set == HUGE_SET_AUTO || set == HUGE_SET_HUGETLB) && pool)
         p = HAK_PAGES_HUGETLB;
-    else if (set == HUGE_SET_THP)
-        snprintf(why, sizeof why, "%s", thp_why);
+    else if (set == HUGE_SET_THP) /* why not hugetlb: the setting, when THP is to be had */
+        snprintf(why, sizeof why, "%s", thp ? "huge_pages = thp" : thp_why);
     else if (set == HUGE_SET_HUGETLB)
         snprintf(why, sizeof why, "no 2 MiB pages reserved (vm.nr_hugepages = 0)");
     else
