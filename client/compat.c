@@ -1,8 +1,13 @@
 /* glibc's malloc-introspection calls, for programs that reach for them.
- * malloc_trim does what it says; mallinfo/mallinfo2 report what hakmem
- * knows (bytes in use, bytes mapped); malloc_stats prints hakmem's summary;
- * mallopt accepts and ignores every parameter (hakmem is tuned by HAKMEM_*
- * variables instead); malloc_info writes an empty document. */
+ * malloc_trim does what it says; mallinfo/mallinfo2 report hakmem's bytes
+ * in use (live blocks at their usable sizes), the SuperSlab and large-block
+ * memory it holds, and its large blocks; malloc_stats prints hakmem's
+ * summary (the one HAKMEM_STATS=1 prints at exit); malloc_info(0, stream)
+ * writes an XML document in glibc's format with hakmem's figures (free
+ * blocks per size class, totals, system memory) and a <hakmem> element with
+ * the rest of struct hak_stats; mallopt accepts and ignores every parameter
+ * (hakmem is tuned by HAKMEM_* variables instead). Every figure comes from
+ * the one snapshot of stats.c, so they agree with hak_stats_get. */
 #include <malloc.h>
 #include <stdio.h>
 
@@ -16,33 +21,19 @@ HAK_API int malloc_trim(size_t pad)
     return hak_trim(pad);
 }
 
-static void usage(size_t *in_use, size_t *mapped)
-{
-    struct hak_class_totals tot[HAK_NCLASS];
-    uint64_t live = 0, large_live, large_cached, large_blocks;
-    if (hak_ready()) {
-        hak_stats_collect(tot);
-        for (unsigned c = 1; c < HAK_NCLASS; c++)
-            if (tot[c].allocs > tot[c].frees)
-                live += (tot[c].allocs - tot[c].frees) * hak_classes[c].size;
-    }
-    hak_large_stats(&large_live, &large_cached, &large_blocks);
-    struct hak_provision_stats ps;
-    hak_provision_stats(&ps);
-    uint64_t ss = ps.acquired[0] + ps.acquired[1] - ps.released[0] - ps.released[1];
-    *in_use = (size_t)(live + large_live);
-    *mapped = (size_t)((ss << HAK_SS_SHIFT) + large_live + large_cached);
-}
-
+/* No mincore pass: a program may call mallinfo often. */
 HAK_API struct mallinfo2 mallinfo2(void)
 {
+    struct hak_stats st;
+    hak_stats_snapshot(&st, false);
     struct mallinfo2 mi = {0};
-    size_t in_use, mapped;
-    usage(&in_use, &mapped);
-    mi.arena = mapped;
-    mi.uordblks = in_use;
-    mi.fordblks = mapped > in_use ? mapped - in_use : 0;
-    mi.usmblks = mapped;
+    size_t held = (size_t)((st.ss_in_use + st.ss_warm) << HAK_SS_SHIFT) + st.large_bytes + st.large_cached;
+    mi.arena = held;
+    mi.uordblks = st.allocated;
+    mi.fordblks = held > st.allocated ? held - st.allocated : 0;
+    mi.usmblks = held;
+    mi.hblks = st.large_blocks;
+    mi.hblkhd = st.large_bytes;
     return mi;
 }
 
@@ -59,6 +50,8 @@ HAK_API struct mallinfo mallinfo(void)
     mi.uordblks = clamp_int(m2.uordblks);
     mi.fordblks = clamp_int(m2.fordblks);
     mi.usmblks = clamp_int(m2.usmblks);
+    mi.hblks = clamp_int(m2.hblks);
+    mi.hblkhd = clamp_int(m2.hblkhd);
     return mi;
 }
 
@@ -80,8 +73,7 @@ HAK_API int malloc_info(int options, FILE *stream)
         errno = EINVAL;
         return -1;
     }
-    fputs("<malloc version=\"hakmem\"></malloc>\n", stream);
-    return 0;
+    return hak_stats_xml(stream);
 }
 
 #endif

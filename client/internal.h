@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "types.h"
 #include "hakmem_shm.h"
@@ -375,6 +376,12 @@ uint64_t hak_remote_frees(unsigned cls) HAK_HIDDEN; /* free.c: counted when HAKM
  * sanitizer's shadow, not the program's own memory). Walks every range
  * with mincore: for tests and statistics, not for hot paths. */
 size_t hak_resident_bytes(void) HAK_HIDDEN;
+/* The snapshot behind hak_stats_get (include/hakmem.h), the summary
+ * (hak_stats_print), malloc_info's XML and mallinfo: every figure from one
+ * place. resident: also the passes with mincore (resident, metadata). */
+struct hak_stats;
+void hak_stats_snapshot(struct hak_stats *out, bool resident) HAK_HIDDEN;
+int hak_stats_xml(FILE *f) HAK_HIDDEN; /* malloc_info(0, f) */
 
 /* ---- options.c: the HAKMEM_* environment options, one table ---- */
 #define HAK_PATH_MAX 108 /* sun_path */

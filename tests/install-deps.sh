@@ -14,6 +14,8 @@ pkgs="$pkgs clang libclang-rt-dev"
 pkgs="$pkgs prometheus"
 # google-pprof, which reads the heap profiler's output (test_prof).
 pkgs="$pkgs google-perftools"
+# xmllint, which parses malloc_info's XML (test_stats).
+pkgs="$pkgs libxml2-utils"
 # make valgrind. (make asan and make tsan need nothing more: gcc's libasan,
 # libubsan and libtsan come with build-essential's gcc.)
 pkgs="$pkgs valgrind"
