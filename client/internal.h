@@ -361,6 +361,7 @@ size_t hak_large_trim(void) HAK_HIDDEN;
 size_t hak_large_decay(void) HAK_HIDDEN; /* cached mappings past the decay, if the lock is free */
 void hak_large_tag(void *p, uint64_t tag) HAK_HIDDEN; /* a sampled block's profiler tag */
 void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blocks) HAK_HIDDEN;
+uint64_t hak_large_returned(void) HAK_HIDDEN;    /* bytes of freed mappings unmapped */
 size_t hak_large_resident(void) HAK_HIDDEN; /* live and cached mappings, the registry */
 void hak_large_fork_prepare(void) HAK_HIDDEN;
 void hak_large_fork_parent(void) HAK_HIDDEN;
@@ -370,7 +371,6 @@ void hak_large_fork_child(void) HAK_HIDDEN;
 struct hak_class_totals {
     uint64_t allocs, frees, refills;
 };
-void hak_stats_collect(struct hak_class_totals *out) HAK_HIDDEN;
 uint64_t hak_remote_frees(unsigned cls) HAK_HIDDEN; /* free.c: counted when HAKMEM_STATS=1 */
 /* Resident bytes of every mapping hakmem made, and of nothing else (not a
  * sanitizer's shadow, not the program's own memory). Walks every range

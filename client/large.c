@@ -31,7 +31,8 @@ static struct {
     struct cached_map cache[CACHE_SLOTS];
     size_t cached_bytes;
     uint64_t live_bytes;
-} lg = {HAK_LOCK_INIT, NULL, 0, 0, 0, {{0, 0, 0}}, 0, 0};
+    uint64_t returned_bytes; /* freed mappings unmapped since start */
+} lg = {HAK_LOCK_INIT, NULL, 0, 0, 0, {{0, 0, 0}}, 0, 0, 0};
 
 static size_t hash_slot(uintptr_t p, size_t cap)
 {
@@ -108,6 +109,7 @@ static size_t cache_purge(bool force)
         struct cached_map *m = &lg.cache[i];
         if (m->base && (force || now - m->since_ns >= decay)) {
             hak_os_unmap((void *)m->base, m->len);
+            lg.returned_bytes += m->len;
             bytes += m->len;
             lg.cached_bytes -= m->len;
             m->base = 0;
@@ -157,6 +159,7 @@ static void cache_put(uintptr_t base, size_t len)
         }
     }
     hak_os_unmap((void *)base, len);
+    lg.returned_bytes += len;
 }
 
 /* A fresh mapping of len bytes aligned to align (>= page). */
@@ -316,6 +319,11 @@ void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blo
     *cached_bytes = lg.cached_bytes;
     *blocks = lg.used;
     hak_unlock(&lg.lock);
+}
+
+uint64_t hak_large_returned(void)
+{
+    return __atomic_load_n(&lg.returned_bytes, __ATOMIC_RELAXED);
 }
 
 size_t hak_large_resident(void)

@@ -40,8 +40,8 @@ struct class_walk {
     uint64_t slabs;   /* live slabs */
 };
 
-/* One pass over the heaps: the derived totals and, if w, the blocks their
- * TLS fronts hold. */
+/* One pass over the heaps: the derived totals and the blocks their TLS
+ * fronts hold. */
 static void heaps_pass(struct hak_class_totals *tot, struct class_walk *w)
 {
     memset(tot, 0, sizeof(*tot) * HAK_NCLASS);
@@ -58,10 +58,9 @@ static void heaps_pass(struct hak_class_totals *tot, struct class_walk *w)
             tot[c].refills += h->st[c].refills;
             tot[c].allocs += h->st[c].refilled - h->st[c].flushed + local - cached;
             tot[c].frees += local;
-            if (w)
-                w[c].cached += cached;
+            w[c].cached += cached;
         }
-        if (!front || !w)
+        if (!front)
             continue;
         uint64_t used = __atomic_load_n(&t->rb_used, __ATOMIC_RELAXED);
         while (used) {
@@ -77,13 +76,6 @@ static void heaps_pass(struct hak_class_totals *tot, struct class_walk *w)
         }
     }
     hak_heap_pool_unlock();
-}
-
-void hak_stats_collect(struct hak_class_totals *out)
-{
-    heaps_pass(out, NULL);
-    for (unsigned c = 1; c < HAK_NCLASS; c++)
-        out[c].frees += hak_remote_frees(c);
 }
 
 /* One pass over the side tables of the SuperSlabs handed out so far: every
@@ -145,7 +137,7 @@ void hak_stats_snapshot(struct hak_stats *s, bool resident)
     s->ss_returned_pagerd = ps.returned;
     s->ss_taken_pagerd = ps.reclaimed;
     s->unit_bytes_returned = ps.unit_bytes;
-    s->returned_os = (ps.purged << HAK_SS_SHIFT) + ps.unit_bytes;
+    s->returned_os = (ps.purged << HAK_SS_SHIFT) + ps.unit_bytes + hak_large_returned();
     s->os_mmap = hak_os_calls(HAK_OS_MMAP);
     s->os_munmap = hak_os_calls(HAK_OS_MUNMAP);
     s->os_mprotect = hak_os_calls(HAK_OS_MPROTECT);

@@ -150,8 +150,8 @@ struct hak_stats {
                            tables and the heaps; the large-block registry and the daemon
                            sessions' control areas are only in resident */
     uint64_t returned_os; /* bytes given back to the OS since start: SuperSlabs purged
-                           (ss_purged MiB) plus units' pages (unit_bytes_returned);
-                           freed large mappings unmapped are not counted */
+                           (ss_purged MiB), units' pages (unit_bytes_returned) and
+                           freed large mappings unmapped */
     uint64_t peak_rss;  /* the whole process's peak resident set (getrusage): every
                            allocator's and the program's own pages */
 
