@@ -359,7 +359,8 @@ size_t hak_large_usable(const void *p) HAK_HIDDEN; /* 0: not a large block */
 void *hak_large_resize(void *p, size_t size) HAK_HIDDEN;
 size_t hak_large_trim(void) HAK_HIDDEN;
 size_t hak_large_decay(void) HAK_HIDDEN; /* cached mappings past the decay, if the lock is free */
-void hak_large_tag(void *p, uint64_t tag) HAK_HIDDEN; /* a sampled block's profiler tag */
+/* A block for a profiler's sample, carrying its tag (0: not counted). */
+void *hak_large_alloc_sampled(size_t size, size_t align, bool zero, uint64_t tag) HAK_HIDDEN;
 void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blocks) HAK_HIDDEN;
 uint64_t hak_large_returned(void) HAK_HIDDEN;    /* bytes of freed mappings unmapped */
 size_t hak_large_resident(void) HAK_HIDDEN; /* live and cached mappings, the registry */

@@ -23,6 +23,11 @@ struct cached_map {
 
 #define CACHE_SLOTS 16
 #define CACHE_FIT_SLACK 4 /* reuse a mapping at most 1/4 larger than needed */
+/* The profiler's sampled blocks, up to HAK_MID_MAX each, keep their own
+ * freed mappings by page count, linked through their first word: a busy
+ * profiler maps, unmaps and faults nothing once warm. */
+#define SAMPLED_PAGES (HAK_MID_MAX / 4096)
+#define SAMPLED_CACHE_MAX (32u << 20)
 
 static struct {
     hak_lock_t lock;
@@ -32,7 +37,10 @@ static struct {
     size_t cached_bytes;
     uint64_t live_bytes;
     uint64_t returned_bytes; /* freed mappings unmapped since start */
-} lg = {HAK_LOCK_INIT, NULL, 0, 0, 0, {{0, 0, 0}}, 0, 0, 0};
+    uintptr_t sampled[SAMPLED_PAGES + 1]; /* freed sampled mappings, by pages */
+    size_t sampled_bytes;
+    uint64_t sampled_since_ns;            /* last put */
+} lg = {.lock = HAK_LOCK_INIT};
 
 static size_t hash_slot(uintptr_t p, size_t cap)
 {
@@ -115,6 +123,18 @@ static size_t cache_purge(bool force)
             m->base = 0;
         }
     }
+    if (lg.sampled_bytes && (force || now - lg.sampled_since_ns >= decay)) {
+        size_t page = hak_os_page_size();
+        for (size_t n = 1; n <= SAMPLED_PAGES; n++)
+            while (lg.sampled[n]) {
+                uintptr_t m = lg.sampled[n];
+                lg.sampled[n] = *(uintptr_t *)m;
+                hak_os_unmap((void *)m, n * page);
+                bytes += n * page;
+            }
+        lg.returned_bytes += lg.sampled_bytes;
+        lg.sampled_bytes = 0;
+    }
     return bytes;
 }
 
@@ -162,6 +182,19 @@ static void cache_put(uintptr_t base, size_t len)
     lg.returned_bytes += len;
 }
 
+/* Keep a sampled block's freed mapping for the next sample. lg.lock held. */
+static bool sampled_put(uintptr_t base, size_t len)
+{
+    size_t n = len / hak_os_page_size();
+    if (n > SAMPLED_PAGES || lg.sampled_bytes + len > SAMPLED_CACHE_MAX)
+        return false;
+    *(uintptr_t *)base = lg.sampled[n];
+    lg.sampled[n] = base;
+    lg.sampled_bytes += len;
+    lg.sampled_since_ns = hak_now_ns();
+    return true;
+}
+
 /* A fresh mapping of len bytes aligned to align (>= page). */
 static uintptr_t map_aligned(size_t len, size_t align)
 {
@@ -177,6 +210,44 @@ static uintptr_t map_aligned(size_t len, size_t align)
     if (tail)
         hak_os_unmap((void *)(start + len), tail);
     return start;
+}
+
+static void tag_block(void *p, uint64_t tag)
+{
+    hak_lock(&lg.lock);
+    struct large_entry *e = lookup((uintptr_t)p);
+    if (e)
+        e->prof = tag;
+    hak_unlock(&lg.lock);
+}
+
+/* A block for a profiler's sample, tagged: from the sampled mappings kept
+ * when one of the size is there, else a large block like any other. */
+void *hak_large_alloc_sampled(size_t size, size_t align, bool zero, uint64_t tag)
+{
+    size_t page = hak_os_page_size();
+    size_t n = (size + page - 1) / page;
+    void *p = NULL;
+    if (align <= page && n >= 1 && n <= SAMPLED_PAGES) {
+        hak_lock(&lg.lock);
+        uintptr_t m = lg.sampled[n];
+        if (m && room_for_one()) {
+            lg.sampled[n] = *(uintptr_t *)m;
+            lg.sampled_bytes -= n * page;
+            insert(m, n * page, tag); /* cannot fail: the room is there */
+            lg.live_bytes += n * page;
+            p = (void *)m;
+        }
+        hak_unlock(&lg.lock);
+        if (p) {
+            memset(p, 0, zero ? size : sizeof(uintptr_t)); /* no stale link shows */
+            return p;
+        }
+    }
+    p = hak_large_alloc(size, align, zero);
+    if (p)
+        tag_block(p, tag);
+    return p;
 }
 
 void *hak_large_alloc(size_t size, size_t align, bool zero)
@@ -233,21 +304,13 @@ bool hak_large_free(void *p)
     lg.used--;
     lg.tomb++;
     lg.live_bytes -= len;
-    cache_put((uintptr_t)p, len);
+    if (!prof || !sampled_put((uintptr_t)p, len))
+        cache_put((uintptr_t)p, len);
     cache_purge(false);
     hak_unlock(&lg.lock);
     if (unlikely(prof))
         hak_prof_freed(prof);
     return true;
-}
-
-void hak_large_tag(void *p, uint64_t tag)
-{
-    hak_lock(&lg.lock);
-    struct large_entry *e = lookup((uintptr_t)p);
-    if (e)
-        e->prof = tag;
-    hak_unlock(&lg.lock);
 }
 
 /* Resize a large block in place or by moving its pages (mremap), never by
@@ -316,7 +379,7 @@ void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blo
 {
     hak_lock(&lg.lock);
     *live_bytes = lg.live_bytes;
-    *cached_bytes = lg.cached_bytes;
+    *cached_bytes = lg.cached_bytes + lg.sampled_bytes;
     *blocks = lg.used;
     hak_unlock(&lg.lock);
 }
@@ -336,6 +399,9 @@ size_t hak_large_resident(void)
     for (int i = 0; i < CACHE_SLOTS; i++)
         if (lg.cache[i].base)
             bytes += hak_os_resident((void *)lg.cache[i].base, lg.cache[i].len);
+    for (size_t n = 1; n <= SAMPLED_PAGES; n++)
+        for (uintptr_t m = lg.sampled[n]; m; m = *(uintptr_t *)m)
+            bytes += hak_os_resident((void *)m, n * hak_os_page_size());
     hak_unlock(&lg.lock);
     return bytes;
 }

@@ -173,6 +173,15 @@ static int64_t bucket_of(uintptr_t *f, unsigned n)
     return -1;
 }
 
+/* A sample taken (sign 1) or taken back (-1: its allocation failed). */
+static void count(struct bucket *b, uint64_t size, int sign)
+{
+    b->alloc_n += (uint64_t)(int64_t)sign;
+    b->alloc_bytes += size * (uint64_t)(int64_t)sign;
+    b->live_n += (uint64_t)(int64_t)sign;
+    b->live_bytes += size * (uint64_t)(int64_t)sign;
+}
+
 /* The caller's stack from ra on (the return address into the code that
  * called the allocator): the frames inside hakmem are dropped. */
 static unsigned take_stack(uintptr_t *out, void *ra)
@@ -193,9 +202,6 @@ static unsigned take_stack(uintptr_t *out, void *ra)
 
 HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra)
 {
-    void *p = hak_large_alloc(size ? size : 1, align, zero);
-    if (!p)
-        return NULL;
     struct prof_thread *t = &me;
     uintptr_t f[MAX_DEPTH];
     t->busy = true;
@@ -203,28 +209,27 @@ HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra
     t->busy = false;
     hak_lock(&pf.lock);
     int64_t i = n && size < (1ull << (64 - TAG_BUCKET_BITS)) ? bucket_of(f, n) : -1;
-    if (i >= 0) {
-        struct bucket *b = &pf.tab[i];
-        b->alloc_n++;
-        b->alloc_bytes += size;
-        b->live_n++;
-        b->live_bytes += size;
-    } else {
-        pf.dropped++;
-    }
-    hak_unlock(&pf.lock);
     if (i >= 0)
-        hak_large_tag(p, ((uint64_t)size << TAG_BUCKET_BITS) | (uint64_t)(i + 1));
+        count(&pf.tab[i], size, 1);
+    else
+        pf.dropped++;
+    hak_unlock(&pf.lock);
+    uint64_t tag = i >= 0 ? ((uint64_t)size << TAG_BUCKET_BITS) | (uint64_t)(i + 1) : 0;
+    void *p = hak_large_alloc_sampled(size ? size : 1, align, zero, tag);
+    if (!p && tag) {
+        hak_lock(&pf.lock);
+        count(&pf.tab[i], size, -1);
+        hak_unlock(&pf.lock);
+    }
     return p;
 }
 
 void hak_prof_freed(uint64_t tag)
 {
     uint32_t i = (uint32_t)(tag & ((1u << TAG_BUCKET_BITS) - 1)) - 1;
-    uint64_t size = tag >> TAG_BUCKET_BITS;
     hak_lock(&pf.lock);
     pf.tab[i].live_n--;
-    pf.tab[i].live_bytes -= size;
+    pf.tab[i].live_bytes -= tag >> TAG_BUCKET_BITS;
     hak_unlock(&pf.lock);
 }
 
