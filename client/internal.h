@@ -419,7 +419,7 @@ static inline bool hak_ready(void)
     return atomic_load_explicit(&hak_init_state, memory_order_acquire) == 2;
 }
 
-/* ---- prof.c, prof_patch.c: the sampling heap profiler ----
+/* ---- prof.c, prof_patch.c, prof_stack.c: the sampling heap profiler ----
  * The sampling entry points (alloc.c) count bytes down in hak_prof_left
  * and call hak_prof_due when it runs out; the default ones never look. */
 extern uint64_t hak_prof_rate HAK_HIDDEN; /* mean bytes between samples; 0 = off */
@@ -429,6 +429,16 @@ void hak_prof_init(void) HAK_HIDDEN;
 bool hak_prof_due(void) HAK_HIDDEN;
 void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra) HAK_HIDDEN;
 void hak_prof_freed(uint64_t tag) HAK_HIDDEN;
+#define HAK_PROF_DEPTH 64
+struct hak_prof_stack {
+    unsigned n;
+    bool has_off;                  /* off[] known: the stack can be memoized */
+    uintptr_t f[HAK_PROF_DEPTH];   /* return addresses, the program's first */
+    int32_t off[HAK_PROF_DEPTH];   /* where each lay, from the sampling frame */
+};
+unsigned hak_prof_unwind(struct hak_prof_stack *s, void *ra, uintptr_t anchor) HAK_HIDDEN;
+int64_t hak_prof_memo_find(void *ra, uintptr_t anchor) HAK_HIDDEN;  /* profiler lock held */
+void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t bucket) HAK_HIDDEN;
 void hak_prof_fork_prepare(void) HAK_HIDDEN;
 void hak_prof_fork_parent(void) HAK_HIDDEN;
 void hak_prof_fork_child(void) HAK_HIDDEN;

@@ -13,7 +13,6 @@
  * small-block fast paths never see it. Its call stack is taken with
  * backtrace() outside every lock; the stack table lives in memory mapped
  * here, never in malloc'd memory. */
-#include <execinfo.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,7 +22,6 @@
 #include "internal.h"
 #include "hakmem.h"
 
-#define MAX_DEPTH 64
 #define NBUCKETS (1u << 16)   /* distinct stacks; power of two */
 #define NFRAMES (1u << 21)    /* frames of every distinct stack together */
 #define TAG_BUCKET_BITS 24    /* a tag: (requested size << 24) | (bucket + 1) */
@@ -182,38 +180,40 @@ static void count(struct bucket *b, uint64_t size, int sign)
     b->live_bytes += size * (uint64_t)(int64_t)sign;
 }
 
-/* The caller's stack from ra on (the return address into the code that
- * called the allocator): the frames inside hakmem are dropped. */
-static unsigned take_stack(uintptr_t *out, void *ra)
-{
-    void *raw[MAX_DEPTH + 8];
-    int n = backtrace(raw, MAX_DEPTH + 8);
-    int from = 1;
-    for (int i = 0; i < n; i++)
-        if (raw[i] == ra) {
-            from = i;
-            break;
-        }
-    unsigned depth = 0;
-    for (int i = from; i < n && depth < MAX_DEPTH; i++)
-        out[depth++] = (uintptr_t)raw[i];
-    return depth;
-}
+/* The sampling frame's address anchors the memo of stacks (prof_stack.c):
+ * x86-64 only, where a frame pointer is the frame's own. */
+#if defined(__x86_64__)
+#define ANCHOR() ((uintptr_t)__builtin_frame_address(0))
+#else
+#define ANCHOR() ((uintptr_t)0)
+#endif
 
 HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra)
 {
-    struct prof_thread *t = &me;
-    uintptr_t f[MAX_DEPTH];
-    t->busy = true;
-    unsigned n = take_stack(f, ra);
-    t->busy = false;
+    uintptr_t anchor = ANCHOR();
+    int64_t i = -1;
     hak_lock(&pf.lock);
-    int64_t i = n && size < (1ull << (64 - TAG_BUCKET_BITS)) ? bucket_of(f, n) : -1;
+    if (size < (1ull << (64 - TAG_BUCKET_BITS)))
+        i = hak_prof_memo_find(ra, anchor);
     if (i >= 0)
         count(&pf.tab[i], size, 1);
-    else
-        pf.dropped++;
     hak_unlock(&pf.lock);
+    if (i < 0) {
+        struct prof_thread *t = &me;
+        struct hak_prof_stack st;
+        t->busy = true; /* libgcc_s may be loaded, which allocates */
+        unsigned n = hak_prof_unwind(&st, ra, anchor);
+        t->busy = false;
+        hak_lock(&pf.lock);
+        i = n && size < (1ull << (64 - TAG_BUCKET_BITS)) ? bucket_of(st.f, n) : -1;
+        if (i >= 0) {
+            count(&pf.tab[i], size, 1);
+            hak_prof_memo_store(ra, &st, (uint32_t)i);
+        } else {
+            pf.dropped++;
+        }
+        hak_unlock(&pf.lock);
+    }
     uint64_t tag = i >= 0 ? ((uint64_t)size << TAG_BUCKET_BITS) | (uint64_t)(i + 1) : 0;
     void *p = hak_large_alloc_sampled(size ? size : 1, align, zero, tag);
     if (!p && tag) {

@@ -10,12 +10,12 @@
 #include "hakmem.h"
 #include "testutil.h"
 
-#define RATE "32768"
+#define RATE "16384"
 #define SITE_BLOCKS (1u << 20)
 
 static char self[PATH_MAX];
 static char dir[] = "/tmp/hakmem-prof-XXXXXX";
-static void *kept[2 * SITE_BLOCKS];
+static void *kept[4 * SITE_BLOCKS];
 
 /* ---- the child's workloads ---- */
 
@@ -35,6 +35,29 @@ static HAK_NOINLINE void *site_one(void)
     return p;
 }
 
+/* One call site reached from two callers: the stacks must tell them apart
+ * (the memo of stacks is keyed by call site). */
+static HAK_NOINLINE void *shared_leaf(size_t size)
+{
+    char *p = hak_malloc(size);
+    p[0] = 1;
+    return p;
+}
+
+static HAK_NOINLINE void *caller_three(void)
+{
+    void *p = shared_leaf(96);
+    __asm__ volatile("" ::: "memory"); /* not a tail call */
+    return p;
+}
+
+static HAK_NOINLINE void *caller_one(void)
+{
+    void *p = shared_leaf(32);
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
 static HAK_NOINLINE void *site_freed(void)
 {
     char *p = hak_malloc(256);
@@ -45,8 +68,10 @@ static HAK_NOINLINE void *site_freed(void)
 static int child_sites(void)
 {
     for (unsigned i = 0; i < SITE_BLOCKS; i++) {
-        kept[2 * i] = site_three();
-        kept[2 * i + 1] = site_one();
+        kept[4 * i] = site_three();
+        kept[4 * i + 1] = site_one();
+        kept[4 * i + 2] = caller_three();
+        kept[4 * i + 3] = caller_one();
     }
     return 0; /* the profile is written at exit, the blocks still live */
 }
@@ -143,8 +168,9 @@ static bool have_pprof(void)
     return false;
 }
 
-/* MiB pprof attributes to fn (flat), from `google-pprof --text opts`. */
-static double pprof_flat(const char *profile, const char *opts, const char *fn, double *total)
+/* MiB pprof attributes to fn, flat (or cumulative), from `google-pprof
+ * --text opts`. */
+static double pprof_mib(const char *profile, const char *opts, const char *fn, double *total, bool cumulative)
 {
     char cmd[PATH_MAX * 3], line[512];
     snprintf(cmd, sizeof cmd, "google-pprof --text %s '%s' '%s' 2>/dev/null", opts, self, profile);
@@ -159,10 +185,15 @@ static double pprof_flat(const char *profile, const char *opts, const char *fn, 
             *total = flat;
         else if (sscanf(line, " %lf %lf%% %lf%% %lf %lf%% %255s", &flat, &pct, &sum, &cum, &cum_pct, name) == 6 &&
                  strcmp(name, fn) == 0)
-            mib = flat;
+            mib = cumulative ? cum : flat;
     }
     pclose(f);
     return mib;
+}
+
+static double pprof_flat(const char *profile, const char *opts, const char *fn, double *total)
+{
+    return pprof_mib(profile, opts, fn, total, false);
 }
 
 static void test_two_sites_in_proportion(void **state)
@@ -176,8 +207,9 @@ static void test_two_sites_in_proportion(void **state)
     double total, three = pprof_flat(profile, "", "site_three", &total);
     double one = pprof_flat(profile, "", "site_one", &total);
     print_message("in use: site_three %.1f MiB, site_one %.1f MiB, total %.1f MiB\n", three, one, total);
-    /* 256 MiB in 8,192 samples on average: the shares are within a
-     * percentage point or so; 10% of each share is five deviations. */
+    /* 256 MiB in 16,384 samples on average: the shares are within a
+     * percentage point or so; 10% of each share is seven deviations (five
+     * for the 128 MiB through the shared call site below). */
     assert_true(three > 0 && one > 0);
     double share = three / (three + one);
     assert_true(share > 0.75 * 0.9 && share < 0.75 * 1.1);
@@ -185,6 +217,14 @@ static void test_two_sites_in_proportion(void **state)
     /* Scaled back, the sizes add up to what was allocated. */
     double want = SITE_BLOCKS * (192.0 + 64.0) / (1 << 20);
     assert_true(three + one > want * 0.9 && three + one < want * 1.1);
+    /* The shared call site, by caller: 96 and 32 bytes a call. */
+    double via_three = pprof_mib(profile, "", "caller_three", &total, true);
+    double via_one = pprof_mib(profile, "", "caller_one", &total, true);
+    print_message("in use through shared_leaf: caller_three %.1f MiB, caller_one %.1f MiB\n", via_three, via_one);
+    share = via_three / (via_three + via_one);
+    assert_true(share > 0.75 * 0.9 && share < 0.75 * 1.1);
+    want = SITE_BLOCKS * (96.0 + 32.0) / (1 << 20);
+    assert_true(via_three + via_one > want * 0.9 && via_three + via_one < want * 1.1);
 }
 
 static void test_every_entry_point_and_free(void **state)

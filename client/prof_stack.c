@@ -1,0 +1,153 @@
+/* Call stacks for the profiler, cheaply.
+ *
+ * A full unwind (libgcc's DWARF unwinder) costs some 300 ns a frame, and
+ * a program samples the same few call sites over and over. So each full
+ * unwind also notes where on the stack every return address was found,
+ * relative to the sampling frame. The next sample from the same call site
+ * reads those slots: if each holds the return address noted, the chain is
+ * the same one (a return address fixes the calling function and its call
+ * site, hence where its caller's return address lies, frame by frame), and
+ * the stack is known without unwinding. Any difference means a full unwind.
+ *
+ * libgcc_s is loaded on the first sample (as glibc's backtrace does), so
+ * the library links against the C library only; without it, or on other
+ * processors than x86-64, glibc's backtrace() is used, without the memo. */
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <string.h>
+#include <unwind.h>
+
+#include "internal.h"
+
+#define MEMO_SLOTS 1024 /* power of two */
+
+struct memo {
+    uintptr_t ra;           /* 0: empty */
+    uint32_t bucket, depth;
+    int32_t off[HAK_PROF_DEPTH];   /* slot of frame k, from the anchor */
+    uintptr_t val[HAK_PROF_DEPTH]; /* return address found there */
+};
+
+static struct memo *memo; /* MEMO_SLOTS, mapped with the first entry */
+
+typedef _Unwind_Reason_Code (*trace_fn)(_Unwind_Trace_Fn, void *);
+typedef _Unwind_Ptr (*get_fn)(struct _Unwind_Context *);
+
+static struct {
+    _Atomic int state; /* 0 not tried, 1 loading, 2 ready, 3 unavailable */
+    trace_fn trace;
+    get_fn get_ip, get_cfa;
+} gcc;
+
+/* Another thread loading it: this sample falls back to backtrace(). */
+static bool unwinder_ready(void)
+{
+    int s = atomic_load_explicit(&gcc.state, memory_order_acquire);
+    if (s != 0)
+        return s == 2;
+    if (!atomic_compare_exchange_strong(&gcc.state, &s, 1))
+        return false;
+    void *h = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (h) {
+        gcc.trace = (trace_fn)dlsym(h, "_Unwind_Backtrace");
+        gcc.get_ip = (get_fn)dlsym(h, "_Unwind_GetIP");
+        gcc.get_cfa = (get_fn)dlsym(h, "_Unwind_GetCFA");
+    }
+    bool ok = gcc.trace && gcc.get_ip && gcc.get_cfa;
+    atomic_store_explicit(&gcc.state, ok ? 2 : 3, memory_order_release);
+    return ok;
+}
+
+struct walk {
+    unsigned n;
+    uintptr_t ip[HAK_PROF_DEPTH + 8], cfa[HAK_PROF_DEPTH + 8];
+};
+
+static _Unwind_Reason_Code one_frame(struct _Unwind_Context *ctx, void *arg)
+{
+    struct walk *w = arg;
+    if (w->n == HAK_PROF_DEPTH + 8)
+        return _URC_END_OF_STACK;
+    w->ip[w->n] = gcc.get_ip(ctx);
+    w->cfa[w->n] = gcc.get_cfa(ctx);
+    w->n++;
+    return _URC_NO_REASON;
+}
+
+/* From ra on (the return address into the program): the allocator's own
+ * frames are dropped. Where ra is not found, everything but frame 0. */
+static unsigned first_of(const uintptr_t *ip, unsigned n, void *ra)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (ip[i] == (uintptr_t)ra)
+            return i;
+    return n > 0;
+}
+
+unsigned hak_prof_unwind(struct hak_prof_stack *s, void *ra, uintptr_t anchor)
+{
+    s->has_off = false;
+    struct walk w;
+    w.n = 0;
+    if (anchor && unwinder_ready()) {
+        gcc.trace(one_frame, &w);
+        unsigned from = first_of(w.ip, w.n, ra);
+        s->n = 0;
+        /* At frame k libgcc's CFA is the stack pointer frame k called
+         * with, so frame k's return address lies just below it: checked
+         * here, on the live stack, before it is trusted. */
+        s->has_off = w.n > from && w.ip[from] == (uintptr_t)ra;
+        for (unsigned k = from; k < w.n && s->n < HAK_PROF_DEPTH; k++) {
+            s->f[s->n] = w.ip[k];
+            uintptr_t slot = w.cfa[k] - sizeof(uintptr_t);
+            int64_t off = (int64_t)(slot - anchor);
+            if (off != (int32_t)off || *(const uintptr_t *)slot != w.ip[k])
+                s->has_off = false;
+            s->off[s->n] = (int32_t)off;
+            s->n++;
+        }
+        return s->n;
+    }
+    void *raw[HAK_PROF_DEPTH + 8];
+    int n = backtrace(raw, HAK_PROF_DEPTH + 8);
+    unsigned from = first_of((uintptr_t *)raw, n > 0 ? (unsigned)n : 0, ra);
+    s->n = 0;
+    for (int k = (int)from; k < n && s->n < HAK_PROF_DEPTH; k++)
+        s->f[s->n++] = (uintptr_t)raw[k];
+    return s->n;
+}
+
+static struct memo *memo_slot(void *ra)
+{
+    uint64_t h = (uint64_t)(uintptr_t)ra * 0x9E3779B97F4A7C15ull;
+    return &memo[(h >> 32) & (MEMO_SLOTS - 1)];
+}
+
+int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
+{
+    if (!memo || !anchor)
+        return -1;
+    const struct memo *m = memo_slot(ra);
+    if (m->ra != (uintptr_t)ra || !m->depth)
+        return -1;
+    /* Slot k is read only once slot k - 1 held what was noted: then it
+     * lies in a live frame of this thread's stack. */
+    for (uint32_t k = 0; k < m->depth; k++)
+        if (*(const uintptr_t *)(anchor + (intptr_t)m->off[k]) != m->val[k])
+            return -1;
+    return m->bucket;
+}
+
+void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t bucket)
+{
+    if (!s->has_off || !s->n)
+        return;
+    if (!memo && !(memo = hak_os_map_noreserve(MEMO_SLOTS * sizeof *memo)))
+        return;
+    struct memo *m = memo_slot(ra);
+    m->ra = (uintptr_t)ra;
+    m->bucket = bucket;
+    m->depth = s->n;
+    memcpy(m->off, s->off, s->n * sizeof *s->off);
+    memcpy(m->val, s->f, s->n * sizeof *s->f);
+}
