@@ -109,9 +109,9 @@ static bool insert(uintptr_t p, size_t len, uint64_t prof)
 }
 
 /* Return cached mappings idle past the decay (all if force). lg.lock held. */
-static size_t cache_purge(bool force)
+static size_t cache_purge(bool force, uint64_t now)
 {
-    uint64_t now = hak_now_ns(), decay = hak_decay_ms() * 1000000u;
+    uint64_t decay = hak_decay_ms() * 1000000u;
     size_t bytes = 0;
     for (int i = 0; i < CACHE_SLOTS; i++) {
         struct cached_map *m = &lg.cache[i];
@@ -165,7 +165,7 @@ static size_t cache_limit(void)
 
 /* Keep a freed mapping for reuse if it fits the cache; else unmap it.
  * lg.lock held. */
-static void cache_put(uintptr_t base, size_t len)
+static void cache_put(uintptr_t base, size_t len, uint64_t now)
 {
     if (len <= cache_limit()) {
         int slot = -1;
@@ -173,7 +173,7 @@ static void cache_put(uintptr_t base, size_t len)
             if (!lg.cache[i].base)
                 slot = i;
         if (slot >= 0 && lg.cached_bytes + len <= cache_limit()) {
-            lg.cache[slot] = (struct cached_map){base, len, hak_now_ns()};
+            lg.cache[slot] = (struct cached_map){base, len, now};
             lg.cached_bytes += len;
             return;
         }
@@ -183,7 +183,7 @@ static void cache_put(uintptr_t base, size_t len)
 }
 
 /* Keep a sampled block's freed mapping for the next sample. lg.lock held. */
-static bool sampled_put(uintptr_t base, size_t len)
+static bool sampled_put(uintptr_t base, size_t len, uint64_t now)
 {
     size_t n = len / hak_os_page_size();
     if (n > SAMPLED_PAGES || lg.sampled_bytes + len > SAMPLED_CACHE_MAX)
@@ -191,7 +191,7 @@ static bool sampled_put(uintptr_t base, size_t len)
     *(uintptr_t *)base = lg.sampled[n];
     lg.sampled[n] = base;
     lg.sampled_bytes += len;
-    lg.sampled_since_ns = hak_now_ns();
+    lg.sampled_since_ns = now;
     return true;
 }
 
@@ -262,7 +262,7 @@ void *hak_large_alloc(size_t size, size_t align, bool zero)
     size_t len = (size + page - 1) & ~(page - 1);
     struct cached_map m = {0, 0, 0};
     hak_lock(&lg.lock);
-    cache_purge(false);
+    cache_purge(false, hak_now_ns());
     if (align == page)
         m = cache_take(len);
     hak_unlock(&lg.lock);
@@ -304,9 +304,10 @@ bool hak_large_free(void *p)
     lg.used--;
     lg.tomb++;
     lg.live_bytes -= len;
-    if (!prof || !sampled_put((uintptr_t)p, len))
-        cache_put((uintptr_t)p, len);
-    cache_purge(false);
+    uint64_t now = hak_now_ns();
+    if (!prof || !sampled_put((uintptr_t)p, len, now))
+        cache_put((uintptr_t)p, len, now);
+    cache_purge(false, now);
     hak_unlock(&lg.lock);
     if (unlikely(prof))
         hak_prof_freed(prof);
@@ -362,7 +363,7 @@ size_t hak_large_decay(void)
 {
     if (!hak_lock_try(&lg.lock))
         return 0;
-    size_t bytes = cache_purge(false);
+    size_t bytes = cache_purge(false, hak_now_ns());
     hak_unlock(&lg.lock);
     return bytes;
 }
@@ -370,7 +371,7 @@ size_t hak_large_decay(void)
 size_t hak_large_trim(void)
 {
     hak_lock(&lg.lock);
-    size_t bytes = cache_purge(true);
+    size_t bytes = cache_purge(true, hak_now_ns());
     hak_unlock(&lg.lock);
     return bytes;
 }
