@@ -437,8 +437,8 @@ struct hak_prof_stack {
     int32_t off[HAK_PROF_DEPTH];   /* where each lay, from the sampling frame */
 };
 unsigned hak_prof_unwind(struct hak_prof_stack *s, void *ra, uintptr_t anchor) HAK_HIDDEN;
-int64_t hak_prof_memo_find(void *ra, uintptr_t anchor) HAK_HIDDEN;  /* profiler lock held */
-void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t bucket) HAK_HIDDEN;
+int64_t hak_prof_memo_find(void *ra, uintptr_t anchor) HAK_HIDDEN; /* no lock needed */
+void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t bucket) HAK_HIDDEN; /* profiler lock held */
 void hak_prof_fork_prepare(void) HAK_HIDDEN;
 void hak_prof_fork_parent(void) HAK_HIDDEN;
 void hak_prof_fork_child(void) HAK_HIDDEN;

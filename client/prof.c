@@ -171,13 +171,22 @@ static int64_t bucket_of(uintptr_t *f, unsigned n)
     return -1;
 }
 
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* A bucket's counts move without the lock (a made bucket never moves):
+ * the dump reads a snapshot. */
+static void add(uint64_t *counter, uint64_t v)
+{
+    __atomic_fetch_add(counter, v, __ATOMIC_RELAXED);
+}
+
 /* A sample taken (sign 1) or taken back (-1: its allocation failed). */
 static void count(struct bucket *b, uint64_t size, int sign)
 {
-    b->alloc_n += (uint64_t)(int64_t)sign;
-    b->alloc_bytes += size * (uint64_t)(int64_t)sign;
-    b->live_n += (uint64_t)(int64_t)sign;
-    b->live_bytes += size * (uint64_t)(int64_t)sign;
+    add(&b->alloc_n, (uint64_t)(int64_t)sign);
+    add(&b->alloc_bytes, size * (uint64_t)(int64_t)sign);
+    add(&b->live_n, (uint64_t)(int64_t)sign);
+    add(&b->live_bytes, size * (uint64_t)(int64_t)sign);
 }
 
 /* The sampling frame's address anchors the memo of stacks (prof_stack.c):
@@ -191,14 +200,10 @@ static void count(struct bucket *b, uint64_t size, int sign)
 HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra)
 {
     uintptr_t anchor = ANCHOR();
-    int64_t i = -1;
-    hak_lock(&pf.lock);
-    if (size < (1ull << (64 - TAG_BUCKET_BITS)))
-        i = hak_prof_memo_find(ra, anchor);
+    int64_t i = size < (1ull << (64 - TAG_BUCKET_BITS)) ? hak_prof_memo_find(ra, anchor) : -1;
     if (i >= 0)
         count(&pf.tab[i], size, 1);
-    hak_unlock(&pf.lock);
-    if (i < 0) {
+    else {
         struct prof_thread *t = &me;
         struct hak_prof_stack st;
         t->busy = true; /* libgcc_s may be loaded, which allocates */
@@ -216,21 +221,16 @@ HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra
     }
     uint64_t tag = i >= 0 ? ((uint64_t)size << TAG_BUCKET_BITS) | (uint64_t)(i + 1) : 0;
     void *p = hak_large_alloc_sampled(size ? size : 1, align, zero, tag);
-    if (!p && tag) {
-        hak_lock(&pf.lock);
+    if (!p && tag)
         count(&pf.tab[i], size, -1);
-        hak_unlock(&pf.lock);
-    }
     return p;
 }
 
 void hak_prof_freed(uint64_t tag)
 {
-    uint32_t i = (uint32_t)(tag & ((1u << TAG_BUCKET_BITS) - 1)) - 1;
-    hak_lock(&pf.lock);
-    pf.tab[i].live_n--;
-    pf.tab[i].live_bytes -= tag >> TAG_BUCKET_BITS;
-    hak_unlock(&pf.lock);
+    struct bucket *b = &pf.tab[(tag & ((1u << TAG_BUCKET_BITS) - 1)) - 1];
+    add(&b->live_n, (uint64_t)-1);
+    add(&b->live_bytes, -(tag >> TAG_BUCKET_BITS));
 }
 
 /* ---- the profile file: the legacy heap profile text pprof reads ---- */
@@ -276,10 +276,10 @@ static void put_rows(struct out *o)
 {
     uint64_t ln = 0, lb = 0, an = 0, ab = 0;
     for (uint32_t i = 0; pf.tab && i < NBUCKETS; i++) {
-        ln += pf.tab[i].live_n;
-        lb += pf.tab[i].live_bytes;
-        an += pf.tab[i].alloc_n;
-        ab += pf.tab[i].alloc_bytes;
+        ln += LOAD(pf.tab[i].live_n);
+        lb += LOAD(pf.tab[i].live_bytes);
+        an += LOAD(pf.tab[i].alloc_n);
+        ab += LOAD(pf.tab[i].alloc_bytes);
     }
     put(o, "heap profile: ", 14);
     put_counts(o, ln, lb, an, ab);
@@ -288,9 +288,10 @@ static void put_rows(struct out *o)
     put(o, line, (size_t)n);
     for (uint32_t i = 0; pf.tab && i < NBUCKETS; i++) {
         const struct bucket *b = &pf.tab[i];
-        if (!b->alloc_n)
+        uint64_t an_b = LOAD(b->alloc_n);
+        if (!an_b)
             continue;
-        put_counts(o, b->live_n, b->live_bytes, b->alloc_n, b->alloc_bytes);
+        put_counts(o, LOAD(b->live_n), LOAD(b->live_bytes), an_b, LOAD(b->alloc_bytes));
         for (uint32_t k = 0; k < b->depth; k++) {
             n = snprintf(line, sizeof line, " 0x%016llx", (unsigned long long)pf.frames[b->frame + k]);
             put(o, line, (size_t)n);

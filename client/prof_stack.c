@@ -21,14 +21,21 @@
 
 #define MEMO_SLOTS 1024 /* power of two */
 
+/* Written under the profiler's lock, read without it: a sequence count,
+ * odd while an entry is rewritten, tells a reader its copy is whole. */
 struct memo {
+    uint32_t seq;
+    uint32_t depth;
     uintptr_t ra;           /* 0: empty */
-    uint32_t bucket, depth;
+    uint32_t bucket;
     int32_t off[HAK_PROF_DEPTH];   /* slot of frame k, from the anchor */
     uintptr_t val[HAK_PROF_DEPTH]; /* return address found there */
 };
 
 static struct memo *memo; /* MEMO_SLOTS, mapped with the first entry */
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
 typedef _Unwind_Reason_Code (*trace_fn)(_Unwind_Trace_Fn, void *);
 typedef _Unwind_Ptr (*get_fn)(struct _Unwind_Context *);
@@ -117,37 +124,59 @@ unsigned hak_prof_unwind(struct hak_prof_stack *s, void *ra, uintptr_t anchor)
     return s->n;
 }
 
-static struct memo *memo_slot(void *ra)
+static struct memo *memo_slot(struct memo *table, void *ra)
 {
     uint64_t h = (uint64_t)(uintptr_t)ra * 0x9E3779B97F4A7C15ull;
-    return &memo[(h >> 32) & (MEMO_SLOTS - 1)];
+    return &table[(h >> 32) & (MEMO_SLOTS - 1)];
 }
 
 int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
 {
-    if (!memo || !anchor)
+    struct memo *table = __atomic_load_n(&memo, __ATOMIC_ACQUIRE);
+    if (!table || !anchor)
         return -1;
-    const struct memo *m = memo_slot(ra);
-    if (m->ra != (uintptr_t)ra || !m->depth)
+    struct memo *m = memo_slot(table, ra);
+    uint32_t seq = __atomic_load_n(&m->seq, __ATOMIC_ACQUIRE);
+    uint32_t depth = LOAD(m->depth), bucket = LOAD(m->bucket);
+    if ((seq & 1) || LOAD(m->ra) != (uintptr_t)ra || !depth || depth > HAK_PROF_DEPTH)
         return -1;
+    int32_t off[HAK_PROF_DEPTH];
+    uintptr_t val[HAK_PROF_DEPTH];
+    for (uint32_t k = 0; k < depth; k++) {
+        off[k] = LOAD(m->off[k]);
+        val[k] = LOAD(m->val[k]);
+    }
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (LOAD(m->seq) != seq)
+        return -1; /* rewritten meanwhile */
     /* Slot k is read only once slot k - 1 held what was noted: then it
      * lies in a live frame of this thread's stack. */
-    for (uint32_t k = 0; k < m->depth; k++)
-        if (*(const uintptr_t *)(anchor + (intptr_t)m->off[k]) != m->val[k])
+    for (uint32_t k = 0; k < depth; k++)
+        if (*(const uintptr_t *)(anchor + (intptr_t)off[k]) != val[k])
             return -1;
-    return m->bucket;
+    return bucket;
 }
 
 void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t bucket)
 {
     if (!s->has_off || !s->n)
         return;
-    if (!memo && !(memo = hak_os_map_noreserve(MEMO_SLOTS * sizeof *memo)))
-        return;
-    struct memo *m = memo_slot(ra);
-    m->ra = (uintptr_t)ra;
-    m->bucket = bucket;
-    m->depth = s->n;
-    memcpy(m->off, s->off, s->n * sizeof *s->off);
-    memcpy(m->val, s->f, s->n * sizeof *s->f);
+    struct memo *table = memo;
+    if (!table) {
+        if (!(table = hak_os_map_noreserve(MEMO_SLOTS * sizeof *table)))
+            return;
+        __atomic_store_n(&memo, table, __ATOMIC_RELEASE);
+    }
+    struct memo *m = memo_slot(table, ra);
+    uint32_t seq = LOAD(m->seq);
+    STORE(m->seq, seq + 1);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    STORE(m->ra, (uintptr_t)ra);
+    STORE(m->bucket, bucket);
+    STORE(m->depth, s->n);
+    for (unsigned k = 0; k < s->n; k++) {
+        STORE(m->off[k], s->off[k]);
+        STORE(m->val[k], s->f[k]);
+    }
+    __atomic_store_n(&m->seq, seq + 2, __ATOMIC_RELEASE);
 }
