@@ -142,11 +142,11 @@ int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
         return -1;
     int32_t off[HAK_PROF_DEPTH];
     uintptr_t val[HAK_PROF_DEPTH];
+    /* Acquiring loads keep the second look at the count after them. */
     for (uint32_t k = 0; k < depth; k++) {
-        off[k] = LOAD(m->off[k]);
-        val[k] = LOAD(m->val[k]);
+        off[k] = __atomic_load_n(&m->off[k], __ATOMIC_ACQUIRE);
+        val[k] = __atomic_load_n(&m->val[k], __ATOMIC_ACQUIRE);
     }
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
     if (LOAD(m->seq) != seq)
         return -1; /* rewritten meanwhile */
     /* Slot k is read only once slot k - 1 held what was noted: then it
@@ -169,8 +169,9 @@ void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t buck
     }
     struct memo *m = memo_slot(table, ra);
     uint32_t seq = LOAD(m->seq);
-    STORE(m->seq, seq + 1);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
+    /* Odd before any field changes (an acquiring exchange keeps the
+     * stores below after it), even again after (a release). */
+    __atomic_exchange_n(&m->seq, seq + 1, __ATOMIC_ACQ_REL);
     STORE(m->ra, (uintptr_t)ra);
     STORE(m->bucket, bucket);
     STORE(m->depth, s->n);

@@ -259,6 +259,18 @@ static inline int log_count(const struct daemon *d, const char *needle)
     return n;
 }
 
+/* Occurrences of needle once at least one is in the log (lines written
+ * after the socket answers, such as the pages line, take a moment), or 0
+ * after 5 s. */
+static inline int log_wait(const struct daemon *d, const char *needle)
+{
+    uint64_t end = mono_ms() + 5000 * pagerd_slow;
+    int n;
+    while ((n = log_count(d, needle)) == 0 && mono_ms() < end)
+        usleep(2000);
+    return n;
+}
+
 /* ---- messages ---- */
 
 static inline void send_bytes(int s, const void *buf, size_t n)

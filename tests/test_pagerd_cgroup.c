@@ -247,7 +247,7 @@ static void daemon_in(struct daemon *d, const struct cgroup *g, const char *char
     cg_enter(g);
     daemon_start(d, "--tick-ms", "1", "--charge", charge, "--huge-pages", this_round->huge_pages);
     cg_enter(&back);
-    assert_int_equal(log_count(d, this_round->log_says), 1);
+    assert_int_equal(log_wait(d, this_round->log_says), 1);
 }
 
 /* ---- the client ---- */

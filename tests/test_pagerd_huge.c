@@ -527,7 +527,7 @@ static void test_status_and_log_say_which_pages(void **state)
     daemon_start(&d, FAST);
     get_status(&d, &st);
     assert_int_equal(st.d.pages, HAK_PAGES_HUGETLB);
-    assert_true(log_count(&d, "pages: 2 MiB from the host's pool") == 1);
+    assert_true(log_wait(&d, "pages: 2 MiB from the host's pool") == 1);
     daemon_stop(&d);
     pool_set(0);
     write_text(THP_FILE, "never");
@@ -537,7 +537,7 @@ static void test_status_and_log_say_which_pages(void **state)
     assert_int_equal(st.d.pages, HAK_PAGES_4K);
     assert_non_null(strstr(st.d.pages_why, "vm.nr_hugepages = 0"));
     assert_non_null(strstr(st.d.pages_why, "'never'"));
-    assert_true(log_count(&d, "pages: 4 KiB") == 1);
+    assert_true(log_wait(&d, "pages: 4 KiB") == 1);
     daemon_stop(&d);
     write_text(THP_FILE, "advise");
     pool_set(POOL_PAGES);

@@ -3,6 +3,7 @@
  * must start with it), then reads the child's profile with google-pprof. */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -125,6 +126,41 @@ static int child_entry_points(const char *path)
         return 14;
     for (unsigned i = 0; i < SITE_BLOCKS / 4; i++)
         hak_free(kept[i]);
+    return 0;
+}
+
+/* The same sites from four threads at once, each freeing half of what
+ * the previous thread allocated: the memo, the counts and the sampled
+ * blocks' cache shared under load (and under ThreadSanitizer in make tsan). */
+#define THREADS 4
+static pthread_barrier_t ready;
+
+static void *sites_thread(void *arg)
+{
+    unsigned t = (unsigned)(uintptr_t)arg, per = SITE_BLOCKS / THREADS;
+    void **mine = &kept[2 * per * t];
+    for (unsigned i = 0; i < per; i++) {
+        mine[2 * i] = site_three();
+        mine[2 * i + 1] = site_one();
+    }
+    pthread_barrier_wait(&ready);
+    void **theirs = &kept[2 * per * ((t + 1) % THREADS)];
+    for (unsigned i = 0; i < per; i += 2) {
+        hak_free(theirs[2 * i]);
+        hak_free(theirs[2 * i + 1]);
+    }
+    return NULL;
+}
+
+static int child_threads(void)
+{
+    pthread_t th[THREADS];
+    pthread_barrier_init(&ready, NULL, THREADS);
+    for (unsigned t = 0; t < THREADS; t++)
+        if (pthread_create(&th[t], NULL, sites_thread, (void *)(uintptr_t)t) != 0)
+            return 30;
+    for (unsigned t = 0; t < THREADS; t++)
+        pthread_join(th[t], NULL);
     return 0;
 }
 
@@ -258,6 +294,27 @@ static void test_every_entry_point_and_free(void **state)
     assert_true(kept_one > want * 0.75 && kept_one < want * 1.25);
 }
 
+static void test_threads_in_proportion(void **state)
+{
+    (void)state;
+    if (!have_pprof())
+        return;
+    pid_t pid = run_child("threads", "", true);
+    char profile[PATH_MAX];
+    snprintf(profile, sizeof profile, "%s/p.%d.heap", dir, (int)pid);
+    double total, three = pprof_flat(profile, "", "site_three", &total);
+    double one = pprof_flat(profile, "", "site_one", &total);
+    double all = pprof_flat(profile, "--alloc_space", "site_three", &total);
+    print_message("4 threads, half freed: in use site_three %.1f MiB, site_one %.1f MiB; site_three allocated "
+                  "%.1f MiB\n", three, one, all);
+    double share = three / (three + one);
+    assert_true(share > 0.75 * 0.9 && share < 0.75 * 1.1);
+    double want = SITE_BLOCKS * (192.0 + 64.0) / 2 / (1 << 20); /* half of it still in use */
+    assert_true(three + one > want * 0.85 && three + one < want * 1.15);
+    want = SITE_BLOCKS * 192.0 / (1 << 20);
+    assert_true(all > want * 0.9 && all < want * 1.1);
+}
+
 static void test_off_by_default(void **state)
 {
     (void)state;
@@ -285,6 +342,8 @@ int main(int argc, char **argv)
             return child_entry_points(argv[3]);
         if (strcmp(argv[2], "off") == 0)
             return child_off();
+        if (strcmp(argv[2], "threads") == 0)
+            return child_threads();
         return 126;
     }
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -294,6 +353,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_sites_in_proportion),
         cmocka_unit_test(test_every_entry_point_and_free),
+        cmocka_unit_test(test_threads_in_proportion),
         cmocka_unit_test(test_off_by_default),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);
