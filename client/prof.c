@@ -8,11 +8,11 @@
  * jump there (prof_patch.c), so with the profiler off malloc and free are
  * the same code as without a profiler.
  *
- * A sampled block is served as a large block (its own mapping), so free()
- * finds it in the large registry, which carries the sample's tag, and the
- * small-block fast paths never see it. Its call stack is taken with
- * backtrace() outside every lock; the stack table lives in memory mapped
- * here, never in malloc'd memory. */
+ * A sampled block is served as a large block (its own mapping, from those
+ * kept for samples), so free() finds it in the large registry, which
+ * carries the sample's tag, and the small-block fast paths never see it.
+ * Its call stack comes from prof_stack.c, outside every lock; the stack
+ * table lives in memory mapped here, never in malloc'd memory. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -365,6 +365,14 @@ __attribute__((destructor)) static void dump_at_exit(void)
         hak_write_str(2, "hakmem: cannot write the heap profile ");
         hak_write_str(2, name);
         hak_write_str(2, "\n");
+    }
+    uint64_t dropped = LOAD(pf.dropped);
+    if (dropped) {
+        char n[24];
+        hak_fmt_u64(n, dropped);
+        hak_write_str(2, "hakmem: heap profile: ");
+        hak_write_str(2, n);
+        hak_write_str(2, " samples left out, the table of call stacks being full\n");
     }
 }
 
