@@ -85,12 +85,20 @@ void *hak_malloc_inner(size_t size)
     return malloc_fast(size);
 }
 
-/* With the profiler on, malloc jumps here: the same, after the countdown. */
+static HAK_NOINLINE void *malloc_sampling(size_t size, void *ra)
+{
+    if (!hak_prof_due())
+        return malloc_fast(size);
+    return hak_prof_alloc(size, 16, false, ra);
+}
+
+/* With the profiler on, malloc jumps here: the same, after the countdown
+ * (no call on the way, so no stack frame either). */
 void *hak_malloc_sampled(size_t size)
 {
-    if (likely((hak_prof_left -= (int64_t)size) > 0) || !hak_prof_due())
+    if (likely((hak_tls.prof_left -= (int64_t)size) > 0))
         return malloc_fast(size);
-    return hak_prof_alloc(size, 16, false, __builtin_return_address(0));
+    return malloc_sampling(size, __builtin_return_address(0));
 }
 
 static inline void *calloc_body(size_t count, size_t size)
@@ -122,7 +130,7 @@ HAK_API void *hak_calloc(size_t count, size_t size)
 void *hak_calloc_sampled(size_t count, size_t size)
 {
     size_t bytes;
-    if (!__builtin_mul_overflow(count, size, &bytes) && (hak_prof_left -= (int64_t)bytes) <= 0 && hak_prof_due())
+    if (!__builtin_mul_overflow(count, size, &bytes) && (hak_tls.prof_left -= (int64_t)bytes) <= 0 && hak_prof_due())
         return hak_prof_alloc(bytes, 16, true, __builtin_return_address(0));
     return calloc_body(count, size);
 }

@@ -420,10 +420,9 @@ static inline bool hak_ready(void)
 }
 
 /* ---- prof.c, prof_patch.c, prof_stack.c: the sampling heap profiler ----
- * The sampling entry points (alloc.c) count bytes down in hak_prof_left
+ * The sampling entry points (alloc.c) count bytes down in hak_tls.prof_left
  * and call hak_prof_due when it runs out; the default ones never look. */
 extern uint64_t hak_prof_rate HAK_HIDDEN; /* mean bytes between samples; 0 = off */
-extern __thread int64_t hak_prof_left __attribute__((tls_model("initial-exec"))) HAK_HIDDEN;
 bool hak_prof_patch_entries(const char **why) HAK_HIDDEN; /* malloc, calloc jump to the sampling ones */
 void hak_prof_init(void) HAK_HIDDEN;
 bool hak_prof_due(void) HAK_HIDDEN;
@@ -446,7 +445,7 @@ void hak_prof_fork_child(void) HAK_HIDDEN;
  * ones): sample this allocation of size bytes? */
 static inline bool hak_prof_sampling(size_t size)
 {
-    return unlikely(hak_prof_rate != 0) && (hak_prof_left -= (int64_t)size) <= 0 && hak_prof_due();
+    return unlikely(hak_prof_rate != 0) && (hak_tls.prof_left -= (int64_t)size) <= 0 && hak_prof_due();
 }
 
 #endif /* HAK_INTERNAL_H */

@@ -27,7 +27,6 @@
 #define TAG_BUCKET_BITS 24    /* a tag: (requested size << 24) | (bucket + 1) */
 
 uint64_t hak_prof_rate;
-__thread int64_t hak_prof_left;
 
 struct bucket {
     uint64_t hash;
@@ -117,13 +116,13 @@ HAK_NOINLINE bool hak_prof_due(void)
     if (!hak_ready() || t->busy)
         return false;
     if (!hak_prof_rate) {
-        hak_prof_left = INT64_MAX;
+        hak_tls.prof_left = INT64_MAX;
         return false;
     }
     bool first = !t->seeded;
     if (first)
         seed(t);
-    hak_prof_left = next_interval(t);
+    hak_tls.prof_left = next_interval(t);
     return !first;
 }
 

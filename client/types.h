@@ -149,6 +149,8 @@ struct hak_tls {
     uint8_t keyed;                 /* exit destructor registered */
     uint64_t rb_used;              /* bit i: rb[i] holds a batch */
     struct hak_rbatch rb[HAK_RBATCH];
+    int64_t prof_left;             /* profiler: bytes to the next sample (last: the
+                                      fast paths' offsets stay as they are) */
 };
 
 enum { HAK_THREAD_NEW = 0, HAK_THREAD_ACTIVE, HAK_THREAD_DEAD };
