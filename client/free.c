@@ -166,6 +166,10 @@ HAK_NOINLINE void hak_free_generic(void *p)
 {
     if (!p)
         return;
+    if (hak_prof_owns(p)) {
+        hak_prof_block_free(p);
+        return;
+    }
     if (hak_large_free(p))
         return;
     hak_fatal_pointer("free", p, "not allocated by hakmem");
@@ -190,6 +194,8 @@ HAK_API size_t hak_usable_size(const void *p)
         return 0;
     uintptr_t off = (uintptr_t)p - hak_arena.base;
     if (off >= hak_arena.size) {
+        if (hak_prof_owns(p))
+            return hak_prof_block_usable(p);
         size_t n = hak_large_usable(p);
         if (!n)
             hak_fatal_pointer("malloc_usable_size", p, "not allocated by hakmem");

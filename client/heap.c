@@ -179,6 +179,7 @@ static bool park_room(void)
 static void thread_exit_cb(void *arg)
 {
     struct hak_heap *h = arg;
+    hak_prof_blocks_thread_exit();
     if (h && hak_tls.heap == h)
         hak_heap_thread_exit(h);
 }

@@ -419,7 +419,7 @@ static inline bool hak_ready(void)
     return atomic_load_explicit(&hak_init_state, memory_order_acquire) == 2;
 }
 
-/* ---- prof.c, prof_patch.c, prof_stack.c: the sampling heap profiler ----
+/* ---- prof*.c: the sampling heap profiler ----
  * The sampling entry points (alloc.c) count bytes down in hak_tls.prof_left
  * and call hak_prof_due when it runs out; the default ones never look. */
 extern uint64_t hak_prof_rate HAK_HIDDEN; /* mean bytes between samples; 0 = off */
@@ -438,6 +438,27 @@ struct hak_prof_stack {
 unsigned hak_prof_unwind(struct hak_prof_stack *s, void *ra, uintptr_t anchor) HAK_HIDDEN;
 int64_t hak_prof_memo_find(void *ra, uintptr_t anchor) HAK_HIDDEN; /* no lock needed */
 void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t bucket) HAK_HIDDEN; /* profiler lock held */
+/* prof_blocks.c: sampled blocks' pages, in a range of their own */
+struct hak_prof_region {
+    uintptr_t base;
+    size_t size; /* 0: none (the profiler off) */
+};
+extern struct hak_prof_region hak_prof_region HAK_HIDDEN;
+static inline bool hak_prof_owns(const void *p)
+{
+    return (uintptr_t)p - hak_prof_region.base < hak_prof_region.size;
+}
+bool hak_prof_blocks_init(void) HAK_HIDDEN;
+void *hak_prof_block_alloc(size_t size, size_t align, bool zero, uint64_t tag) HAK_HIDDEN; /* NULL: not here */
+void hak_prof_block_free(void *p) HAK_HIDDEN;
+size_t hak_prof_block_usable(const void *p) HAK_HIDDEN;
+void hak_prof_blocks_thread_exit(void) HAK_HIDDEN;
+size_t hak_prof_blocks_trim(void) HAK_HIDDEN;
+uint64_t hak_prof_blocks_live(void) HAK_HIDDEN;     /* bytes of live sampled blocks there */
+size_t hak_prof_blocks_resident(void) HAK_HIDDEN;
+void hak_prof_blocks_fork_prepare(void) HAK_HIDDEN;
+void hak_prof_blocks_fork_parent(void) HAK_HIDDEN;
+void hak_prof_blocks_fork_child(void) HAK_HIDDEN;
 void hak_prof_fork_prepare(void) HAK_HIDDEN;
 void hak_prof_fork_parent(void) HAK_HIDDEN;
 void hak_prof_fork_child(void) HAK_HIDDEN;

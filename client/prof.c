@@ -8,9 +8,10 @@
  * jump there (prof_patch.c), so with the profiler off malloc and free are
  * the same code as without a profiler.
  *
- * A sampled block is served as a large block (its own mapping, from those
- * kept for samples), so free() finds it in the large registry, which
- * carries the sample's tag, and the small-block fast paths never see it.
+ * A sampled block takes whole pages in a range of its own (prof_blocks.c;
+ * above HAK_MID_MAX, a large block), so free() knows it by its address and
+ * finds its tag in that range's table, and the small-block fast paths
+ * never see it.
  * Its call stack comes from prof_stack.c, outside every lock; the stack
  * table lives in memory mapped here, never in malloc'd memory. */
 #include <fcntl.h>
@@ -54,6 +55,7 @@ void hak_prof_init(void)
     if (!hak_opt.prof)
         return;
     const char *why = NULL;
+    hak_prof_blocks_init(); /* without it, sampled blocks are large blocks */
     hak_prof_rate = hak_opt.prof_sample; /* before malloc can jump to the sampling entry */
     if (!hak_prof_patch_entries(&why)) {
         hak_prof_rate = 0;
@@ -199,7 +201,8 @@ static void count(struct bucket *b, uint64_t size, int sign)
 HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra)
 {
     uintptr_t anchor = ANCHOR();
-    int64_t i = size < (1ull << (64 - TAG_BUCKET_BITS)) ? hak_prof_memo_find(ra, anchor) : -1;
+    bool fits = size < (1ull << (64 - TAG_BUCKET_BITS)); /* in a tag */
+    int64_t i = fits ? hak_prof_memo_find(ra, anchor) : -1;
     if (i >= 0)
         count(&pf.tab[i], size, 1);
     else {
@@ -209,7 +212,7 @@ HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra
         unsigned n = hak_prof_unwind(&st, ra, anchor);
         t->busy = false;
         hak_lock(&pf.lock);
-        i = n && size < (1ull << (64 - TAG_BUCKET_BITS)) ? bucket_of(st.f, n) : -1;
+        i = n && fits ? bucket_of(st.f, n) : -1;
         if (i >= 0) {
             count(&pf.tab[i], size, 1);
             hak_prof_memo_store(ra, &st, (uint32_t)i);
@@ -218,16 +221,22 @@ HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra
         }
         hak_unlock(&pf.lock);
     }
-    uint64_t tag = i >= 0 ? ((uint64_t)size << TAG_BUCKET_BITS) | (uint64_t)(i + 1) : 0;
-    void *p = hak_large_alloc_sampled(size ? size : 1, align, zero, tag);
-    if (!p && tag)
+    /* The size even without a bucket (a stack left out): pages are freed by it. */
+    uint64_t tag = fits ? ((uint64_t)size << TAG_BUCKET_BITS) | (uint64_t)(i + 1) : 0;
+    void *p = hak_prof_block_alloc(size, align, zero, tag);
+    if (!p)
+        p = hak_large_alloc_sampled(size ? size : 1, align, zero, tag);
+    if (!p && i >= 0)
         count(&pf.tab[i], size, -1);
     return p;
 }
 
 void hak_prof_freed(uint64_t tag)
 {
-    struct bucket *b = &pf.tab[(tag & ((1u << TAG_BUCKET_BITS) - 1)) - 1];
+    uint64_t i = tag & ((1u << TAG_BUCKET_BITS) - 1);
+    if (!i)
+        return; /* its stack was left out */
+    struct bucket *b = &pf.tab[i - 1];
     add(&b->live_n, (uint64_t)-1);
     add(&b->live_bytes, -(tag >> TAG_BUCKET_BITS));
 }
@@ -375,6 +384,20 @@ __attribute__((destructor)) static void dump_at_exit(void)
     }
 }
 
-void hak_prof_fork_prepare(void) { hak_lock(&pf.lock); }
-void hak_prof_fork_parent(void) { hak_unlock(&pf.lock); }
-void hak_prof_fork_child(void) { hak_lock_reset(&pf.lock); }
+void hak_prof_fork_prepare(void)
+{
+    hak_lock(&pf.lock);
+    hak_prof_blocks_fork_prepare();
+}
+
+void hak_prof_fork_parent(void)
+{
+    hak_prof_blocks_fork_parent();
+    hak_unlock(&pf.lock);
+}
+
+void hak_prof_fork_child(void)
+{
+    hak_prof_blocks_fork_child();
+    hak_lock_reset(&pf.lock);
+}

@@ -110,7 +110,7 @@ static uint64_t slabs_pass(struct class_walk *w)
 
 size_t hak_resident_bytes(void)
 {
-    return hak_provision_resident() + hak_heap_resident() + hak_large_resident();
+    return hak_provision_resident() + hak_heap_resident() + hak_large_resident() + hak_prof_blocks_resident();
 }
 
 void hak_stats_snapshot(struct hak_stats *s, bool resident)
@@ -179,14 +179,15 @@ void hak_stats_snapshot(struct hak_stats *s, bool resident)
             small += e->live_bytes;
         }
     }
-    s->allocated = small + s->large_bytes;
-    s->active = slab_bytes + s->large_bytes;
+    uint64_t sampled = hak_prof_blocks_live(); /* the profiler's, if on */
+    s->allocated = small + s->large_bytes + sampled;
+    s->active = slab_bytes + s->large_bytes + sampled;
     if (resident) {
         s->resident = hak_resident_bytes();
         s->metadata = hak_arena_meta_resident() + hak_heap_resident();
     }
     uint64_t arena = (uint64_t)__atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE) << HAK_SS_SHIFT;
-    s->mapped = arena + s->large_bytes + s->large_cached + s->metadata;
+    s->mapped = arena + s->large_bytes + s->large_cached + sampled + s->metadata;
     if (s->mapped < s->resident)
         s->mapped = s->resident;
 }

@@ -44,6 +44,6 @@ HAK_API int hak_trim(size_t pad)
         hak_remote_send(&hak_tls);
         trim_heap(h);
     }
-    size_t bytes = hak_provision_trim(true) + hak_large_trim();
+    size_t bytes = hak_provision_trim(true) + hak_large_trim() + hak_prof_blocks_trim();
     return bytes > 0;
 }

@@ -164,6 +164,36 @@ static int child_threads(void)
     return 0;
 }
 
+/* A sampled block misused is caught like any other. */
+static char *sampled;
+
+static void free_twice(void)
+{
+    hak_free(sampled);
+    hak_free(sampled);
+}
+
+static void free_inside(void)
+{
+    hak_free(sampled + 64);
+}
+
+static int child_misuse(void)
+{
+    for (int i = 0; i < 100000 && !hak_prof_owns(sampled); i++)
+        sampled = hak_malloc(256);
+    if (!hak_prof_owns(sampled))
+        return 40;
+    if (hak_usable_size(sampled) < 256)
+        return 41;
+    char err[512];
+    if (!run_expect_abort(free_twice, err, sizeof err) || !strstr(err, "double free"))
+        return fprintf(stderr, "%s\n", err), 42;
+    if (!run_expect_abort(free_inside, err, sizeof err) || !strstr(err, "not the start of a block"))
+        return fprintf(stderr, "%s\n", err), 43;
+    return 0;
+}
+
 static int child_off(void)
 {
     hak_free(hak_malloc(100));
@@ -315,6 +345,12 @@ static void test_threads_in_proportion(void **state)
     assert_true(all > want * 0.9 && all < want * 1.1);
 }
 
+static void test_misuse_of_a_sampled_block(void **state)
+{
+    (void)state;
+    run_child("misuse", "", true);
+}
+
 static void test_off_by_default(void **state)
 {
     (void)state;
@@ -344,6 +380,8 @@ int main(int argc, char **argv)
             return child_off();
         if (strcmp(argv[2], "threads") == 0)
             return child_threads();
+        if (strcmp(argv[2], "misuse") == 0)
+            return child_misuse();
         return 126;
     }
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -354,6 +392,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_two_sites_in_proportion),
         cmocka_unit_test(test_every_entry_point_and_free),
         cmocka_unit_test(test_threads_in_proportion),
+        cmocka_unit_test(test_misuse_of_a_sampled_block),
         cmocka_unit_test(test_off_by_default),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);

@@ -1,0 +1,192 @@
+/* Where the profiler's sampled blocks live: whole pages in one address
+ * range reserved at start-up (HAKMEM_PROF=1 only), with one tag word per
+ * page. A sampled block up to HAK_MID_MAX takes pages there; free() knows it
+ * by its address, reads its tag from the table, and the pages wait in the
+ * freeing thread's cache for the next sample. So a sample takes no lock
+ * and touches no shared table but its own tag word: on a busy profiler the
+ * large blocks' registry and its lock were the bottleneck.
+ *
+ * A thread's cache holds up to 1 MiB and goes to the shared lists when the
+ * thread exits; the shared lists hold up to 32 MiB resident, and what they
+ * get beyond that has its pages given back first (MADV_DONTNEED). */
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+#define REGION_BYTES (64ull << 30)    /* address space, not memory */
+#define PAGE 4096u
+#define MAX_PAGES (HAK_MID_MAX / PAGE)
+#define THREAD_CACHE_BYTES (1u << 20)
+#define SHARED_RESIDENT_BYTES (32u << 20)
+#define LIVE_BIT (1ull << 23)         /* in a tag's bucket bits: a block starts here */
+#define FREED_BIT (1ull << 22)        /* one started here and was freed */
+
+struct hak_prof_region hak_prof_region;
+
+static struct {
+    uint64_t *tags;           /* per page of the region */
+    size_t pages;
+    _Atomic size_t used;      /* pages handed out at least once */
+    _Atomic uint64_t live;    /* bytes of live blocks (their pages) */
+    hak_lock_t lock;
+    uintptr_t shared[MAX_PAGES + 1]; /* freed blocks by pages, linked through their first word */
+    size_t shared_bytes;      /* resident among them */
+} rg = {.lock = HAK_LOCK_INIT};
+
+static __thread struct {
+    uintptr_t head[MAX_PAGES + 1];
+    size_t bytes;
+} mine;
+
+bool hak_prof_blocks_init(void)
+{
+    if (hak_os_page_size() != PAGE)
+        return false;
+    void *base = hak_os_map_noreserve(REGION_BYTES);
+    rg.tags = base ? hak_os_map_noreserve(REGION_BYTES / PAGE * sizeof *rg.tags) : NULL;
+    if (!rg.tags) {
+        if (base)
+            hak_os_unmap(base, REGION_BYTES);
+        return false;
+    }
+    rg.pages = REGION_BYTES / PAGE;
+    hak_prof_region.base = (uintptr_t)base;
+    hak_prof_region.size = REGION_BYTES;
+    return true;
+}
+
+static size_t pages_of(size_t size)
+{
+    return size ? (size + PAGE - 1) / PAGE : 1;
+}
+
+static void push(uintptr_t *list, uintptr_t b)
+{
+    *(uintptr_t *)b = *list;
+    *list = b;
+}
+
+static uintptr_t pop(uintptr_t *list)
+{
+    uintptr_t b = *list;
+    if (b)
+        *list = *(uintptr_t *)b;
+    return b;
+}
+
+void *hak_prof_block_alloc(size_t size, size_t align, bool zero, uint64_t tag)
+{
+    size_t n = pages_of(size);
+    if (!hak_prof_region.size || n > MAX_PAGES || align > PAGE)
+        return NULL;
+    uintptr_t b = pop(&mine.head[n]);
+    if (b) {
+        mine.bytes -= n * PAGE;
+    } else {
+        hak_lock(&rg.lock);
+        if ((b = pop(&rg.shared[n])))
+            rg.shared_bytes -= rg.shared_bytes >= n * PAGE ? n * PAGE : rg.shared_bytes;
+        hak_unlock(&rg.lock);
+    }
+    bool fresh = !b;
+    if (fresh) {
+        size_t at = atomic_fetch_add_explicit(&rg.used, n, memory_order_relaxed);
+        if (at + n > rg.pages)
+            return NULL; /* the range is used up: a large block instead */
+        b = hak_prof_region.base + at * PAGE;
+    }
+    if (!fresh)
+        memset((void *)b, 0, zero ? size : sizeof(uintptr_t)); /* no stale link shows */
+    atomic_fetch_add_explicit(&rg.live, n * PAGE, memory_order_relaxed);
+    __atomic_store_n(&rg.tags[(b - hak_prof_region.base) / PAGE], tag | LIVE_BIT, __ATOMIC_RELEASE);
+    return (void *)b;
+}
+
+static uint64_t tag_at(const void *p, const char *api)
+{
+    uintptr_t off = (uintptr_t)p - hak_prof_region.base;
+    if (off % PAGE)
+        hak_fatal_pointer(api, p, "not the start of a block (interior or misaligned pointer)");
+    uint64_t t = __atomic_load_n(&rg.tags[off / PAGE], __ATOMIC_ACQUIRE);
+    if (t & FREED_BIT)
+        hak_fatal_pointer(api, p, "double free");
+    if (!(t & LIVE_BIT))
+        hak_fatal_pointer(api, p, "not the start of a block (inside a sampled block)");
+    return t;
+}
+
+void hak_prof_block_free(void *p)
+{
+    uintptr_t off = (uintptr_t)p - hak_prof_region.base;
+    uint64_t t = tag_at(p, "free");
+    /* Taken once: of two frees racing, one finds the tag changed. */
+    if (!__atomic_compare_exchange_n(&rg.tags[off / PAGE], &t, (t & ~LIVE_BIT) | FREED_BIT, false,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        hak_fatal_pointer("free", p, "double free");
+    size_t n = pages_of(t >> 24), bytes = n * PAGE;
+    atomic_fetch_sub_explicit(&rg.live, bytes, memory_order_relaxed);
+    hak_prof_freed(t & ~LIVE_BIT);
+    if (mine.bytes + bytes <= THREAD_CACHE_BYTES) {
+        push(&mine.head[n], (uintptr_t)p);
+        mine.bytes += bytes;
+        return;
+    }
+    hak_lock(&rg.lock);
+    if (rg.shared_bytes + bytes <= SHARED_RESIDENT_BYTES)
+        rg.shared_bytes += bytes;
+    else if (n > 1)
+        madvise((char *)p + PAGE, bytes - PAGE, MADV_DONTNEED); /* the first page keeps the link */
+    push(&rg.shared[n], (uintptr_t)p);
+    hak_unlock(&rg.lock);
+}
+
+size_t hak_prof_block_usable(const void *p)
+{
+    return pages_of(tag_at(p, "malloc_usable_size") >> 24) * PAGE;
+}
+
+void hak_prof_blocks_thread_exit(void)
+{
+    if (!mine.bytes)
+        return;
+    hak_lock(&rg.lock);
+    for (size_t n = 1; n <= MAX_PAGES; n++) {
+        uintptr_t b;
+        while ((b = pop(&mine.head[n])))
+            push(&rg.shared[n], b);
+    }
+    rg.shared_bytes += mine.bytes;
+    mine.bytes = 0;
+    hak_unlock(&rg.lock);
+}
+
+/* malloc_trim: the pages of the shared lists' blocks go back (each keeps
+ * its first page: the link). */
+size_t hak_prof_blocks_trim(void)
+{
+    size_t bytes = 0;
+    hak_lock(&rg.lock);
+    for (size_t n = 2; n <= MAX_PAGES; n++)
+        for (uintptr_t b = rg.shared[n]; b; b = *(uintptr_t *)b)
+            if (madvise((char *)b + PAGE, (n - 1) * PAGE, MADV_DONTNEED) == 0)
+                bytes += (n - 1) * PAGE;
+    rg.shared_bytes = 0;
+    hak_unlock(&rg.lock);
+    return bytes;
+}
+
+uint64_t hak_prof_blocks_live(void)
+{
+    return atomic_load_explicit(&rg.live, memory_order_relaxed);
+}
+
+size_t hak_prof_blocks_resident(void)
+{
+    size_t used = atomic_load_explicit(&rg.used, memory_order_relaxed);
+    return used ? hak_os_resident((void *)hak_prof_region.base, used * PAGE) : 0;
+}
+
+void hak_prof_blocks_fork_prepare(void) { hak_lock(&rg.lock); }
+void hak_prof_blocks_fork_parent(void) { hak_unlock(&rg.lock); }
+void hak_prof_blocks_fork_child(void) { hak_lock_reset(&rg.lock); }
