@@ -23,9 +23,10 @@ struct cached_map {
 
 #define CACHE_SLOTS 16
 #define CACHE_FIT_SLACK 4 /* reuse a mapping at most 1/4 larger than needed */
-/* The profiler's sampled blocks, up to HAK_MID_MAX each, keep their own
- * freed mappings by page count, linked through their first word: a busy
- * profiler maps, unmaps and faults nothing once warm. */
+/* The profiler's sampled blocks that are large blocks (when its own range
+ * could not be reserved; prof_blocks.c) keep their freed mappings by page
+ * count, linked through their first word: a busy profiler maps, unmaps and
+ * faults nothing once warm. */
 #define SAMPLED_PAGES (HAK_MID_MAX / 4096)
 #define SAMPLED_CACHE_MAX (32u << 20)
 
