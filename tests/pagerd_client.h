@@ -96,14 +96,18 @@ struct daemon {
     char log[96];
 };
 
-/* Daemons still running when a test fails are killed by the teardown. */
-static struct daemon *live_daemons[8];
+/* Daemons still running when a test fails are killed by the teardown:
+ * copies, since a failed test's own struct was on a stack long gone. */
+static struct daemon live_daemons[8];
 
 static inline void daemon_track(struct daemon *d, bool on)
 {
     for (int i = 0; i < 8; i++)
-        if (on ? live_daemons[i] == NULL : live_daemons[i] == d) {
-            live_daemons[i] = on ? d : NULL;
+        if (on ? live_daemons[i].pid == 0 : live_daemons[i].pid == d->pid) {
+            if (on)
+                live_daemons[i] = *d;
+            else
+                live_daemons[i].pid = 0;
             return;
         }
 }
@@ -236,18 +240,41 @@ static inline int pagerd_teardown(void **state)
 {
     (void)state;
     for (int i = 0; i < 8; i++) {
-        struct daemon *d = live_daemons[i];
-        if (!d)
+        struct daemon *d = &live_daemons[i];
+        if (!d->pid)
             continue;
-        kill(d->pid, SIGKILL);
-        waitpid(d->pid, NULL, 0);
+        if (waitpid(d->pid, NULL, WNOHANG) == 0) { /* still our running child */
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, NULL, 0);
+        }
         char cmd[160];
         snprintf(cmd, sizeof cmd, "rm -rf %s", d->dir);
         if (system(cmd) != 0)
             fprintf(stderr, "could not remove %s\n", d->dir);
-        live_daemons[i] = NULL;
+        d->pid = 0;
     }
     return 0;
+}
+
+/* ---- the host's settings (sysfs, procfs) ---- */
+
+static inline bool write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return false;
+    bool ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* The bracketed word of a sysfs choice ("always [advise] never"). */
+static inline bool sysfs_choice(const char *path, char *out, size_t len)
+{
+    char *open = strchr(read_file_text(path), '['), *close = open ? strchr(open, ']') : NULL;
+    bool ok = close && (size_t)(close - open) <= len;
+    if (ok)
+        snprintf(out, len, "%.*s", (int)(close - open - 1), open + 1);
+    return ok;
 }
 
 /* Occurrences of needle in the daemon's log. */

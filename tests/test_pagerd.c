@@ -460,7 +460,7 @@ static void test_real_topology(void **state)
 
 /* ---- the daemon's life ---- */
 
-static void write_text(const char *path, const char *text)
+static void write_cfg(const char *path, const char *text)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     assert_true(fd >= 0);
@@ -474,7 +474,7 @@ static void test_config_file_and_reload(void **state)
     char dir[] = "/tmp/hakcfg-XXXXXX", cfg[64];
     assert_non_null(mkdtemp(dir));
     snprintf(cfg, sizeof cfg, "%s/pagerd.conf", dir);
-    write_text(cfg, "# test settings\n\ntick_ms = 3\nlimit_client=5   # trailing comment\n"
+    write_cfg(cfg, "# test settings\n\ntick_ms = 3\nlimit_client=5   # trailing comment\n"
                     "  limit_total = 100\nfake_nodes = 2\nlog_level = debug\n");
     struct daemon d;
     /* A flag wins over the file, also after a reload. */
@@ -484,14 +484,14 @@ static void test_config_file_and_reload(void **state)
     assert_int_equal(st.d.ss_limit_total, 77);
     assert_int_equal(st.d.nnodes, 2);
 
-    write_text(cfg, "limit_client = 7\nlimit_total = 1\nfake_nodes = 2\n");
+    write_cfg(cfg, "limit_client = 7\nlimit_total = 1\nfake_nodes = 2\n");
     kill(d.pid, SIGHUP);
     assert_true(WAIT_FOR((get_status(&d, &st), st.d.ss_limit_client == 7), 2000));
     assert_int_equal(st.d.ss_limit_total, 77);
     assert_int_equal(log_count(&d, "reloaded"), 1);
 
     /* A bad file on reload: an error naming file and line, old settings kept. */
-    write_text(cfg, "limit_client = 9\nbogus_key = 1\n");
+    write_cfg(cfg, "limit_client = 9\nbogus_key = 1\n");
     kill(d.pid, SIGHUP);
     char want[128];
     snprintf(want, sizeof want, "%s:2: unknown key 'bogus_key'", cfg);
@@ -548,22 +548,22 @@ static void test_config_errors_exit_2(void **state)
     snprintf(sock_path, sizeof sock_path, "%s/s", dir);
     snprintf(missing, sizeof missing, "%s/missing.conf", dir);
 
-    write_text(cfg, "tick_ms = 5\nno_such_key = 3\n");
+    write_cfg(cfg, "tick_ms = 5\nno_such_key = 3\n");
     assert_int_equal(RUN("--config", cfg), 2);
     snprintf(want, sizeof want, "%s:2: unknown key 'no_such_key'", cfg);
     assert_non_null(strstr(out, want));
     assert_null(strchr(strchr(out, '\n') + 1, '\n')); /* one line */
 
-    write_text(cfg, "\n\ntick_ms = fast\n");
+    write_cfg(cfg, "\n\ntick_ms = fast\n");
     assert_int_equal(RUN("--config", cfg), 2);
     snprintf(want, sizeof want, "%s:3: bad value 'fast' for tick_ms", cfg);
     assert_non_null(strstr(out, want));
 
-    write_text(cfg, "max_watermark = 257\n");
+    write_cfg(cfg, "max_watermark = 257\n");
     assert_int_equal(RUN("--config", cfg), 2);
     assert_non_null(strstr(out, ":1: bad value '257' for max_watermark"));
 
-    write_text(cfg, "just words\n");
+    write_cfg(cfg, "just words\n");
     assert_int_equal(RUN("--config", cfg), 2);
     assert_non_null(strstr(out, ":1: expected key = value"));
 

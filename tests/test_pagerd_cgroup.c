@@ -60,25 +60,6 @@ static const struct round *this_round = &round_4k;
 static char saved_thp[32];
 static const char *thp_why; /* why the THP round cannot run, if it cannot */
 
-static bool write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return false;
-    bool ok = fputs(text, f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
-/* The bracketed word of a sysfs choice ("always [advise] never"). */
-static bool thp_mode(const char *path, char *out, size_t len)
-{
-    char *open = strchr(read_file_text(path), '['), *close = open ? strchr(open, ']') : NULL;
-    bool ok = close && (size_t)(close - open) <= len;
-    if (ok)
-        snprintf(out, len, "%.*s", (int)(close - open - 1), open + 1);
-    return ok;
-}
-
 static void thp_restore(void)
 {
     if (saved_thp[0])
@@ -96,11 +77,11 @@ static int thp_round_setup(void **state)
     thp_why = NULL;
     if (!usable)
         return 0;
-    if (!thp_mode(THP_FILE, saved_thp, sizeof saved_thp))
+    if (!sysfs_choice(THP_FILE, saved_thp, sizeof saved_thp))
         thp_why = "no shared-memory THP in this kernel";
-    else if (!write_text(THP_FILE, "advise") || !thp_mode(THP_FILE, now, sizeof now) || strcmp(now, "advise") != 0)
+    else if (!write_text(THP_FILE, "advise") || !sysfs_choice(THP_FILE, now, sizeof now) || strcmp(now, "advise") != 0)
         thp_why = "shmem_enabled cannot be set to advise here";
-    else if (thp_mode(THP_FILE_2M, per, sizeof per) && (strcmp(per, "never") == 0 || strcmp(per, "deny") == 0))
+    else if (sysfs_choice(THP_FILE_2M, per, sizeof per) && (strcmp(per, "never") == 0 || strcmp(per, "deny") == 0))
         thp_why = "2 MiB shmem THP is off (hugepages-2048kB/shmem_enabled)";
     static bool registered;
     if (!registered)

@@ -50,29 +50,10 @@ static long saved_pool = -1;
 
 /* ---- the host ---- */
 
-static bool write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return false;
-    bool ok = fputs(text, f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
 static long read_long(const char *path)
 {
     char *t = read_file_text(path);
     return *t ? atol(t) : -1;
-}
-
-/* The bracketed word of shmem_enabled. */
-static bool thp_mode(char *out, size_t len)
-{
-    char *open = strchr(read_file_text(THP_FILE), '['), *close = open ? strchr(open, ']') : NULL;
-    bool ok = close && (size_t)(close - open) <= len;
-    if (ok)
-        snprintf(out, len, "%.*s", (int)(close - open - 1), open + 1);
-    return ok;
 }
 
 static void host_restore(void)
@@ -97,7 +78,7 @@ static long pool_set(long n)
 
 static bool host_ready(void)
 {
-    if (geteuid() != 0 || !thp_mode(saved_thp, sizeof saved_thp) || (saved_pool = read_long(POOL_FILE)) < 0)
+    if (geteuid() != 0 || !sysfs_choice(THP_FILE, saved_thp, sizeof saved_thp) || (saved_pool = read_long(POOL_FILE)) < 0)
         return false;
     atexit(host_restore);
     return write_text(THP_FILE, "advise");
