@@ -23,12 +23,6 @@ struct cached_map {
 
 #define CACHE_SLOTS 16
 #define CACHE_FIT_SLACK 4 /* reuse a mapping at most 1/4 larger than needed */
-/* The profiler's sampled blocks that are large blocks (when its own range
- * could not be reserved; prof_blocks.c) keep their freed mappings by page
- * count, linked through their first word: a busy profiler maps, unmaps and
- * faults nothing once warm. */
-#define SAMPLED_PAGES (HAK_MID_MAX / 4096)
-#define SAMPLED_CACHE_MAX (32u << 20)
 
 static struct {
     hak_lock_t lock;
@@ -38,9 +32,6 @@ static struct {
     size_t cached_bytes;
     uint64_t live_bytes;
     uint64_t returned_bytes; /* freed mappings unmapped since start */
-    uintptr_t sampled[SAMPLED_PAGES + 1]; /* freed sampled mappings, by pages */
-    size_t sampled_bytes;
-    uint64_t sampled_since_ns;            /* last put */
 } lg = {.lock = HAK_LOCK_INIT};
 
 static size_t hash_slot(uintptr_t p, size_t cap)
@@ -124,18 +115,6 @@ static size_t cache_purge(bool force, uint64_t now)
             m->base = 0;
         }
     }
-    if (lg.sampled_bytes && (force || now - lg.sampled_since_ns >= decay)) {
-        size_t page = hak_os_page_size();
-        for (size_t n = 1; n <= SAMPLED_PAGES; n++)
-            while (lg.sampled[n]) {
-                uintptr_t m = lg.sampled[n];
-                lg.sampled[n] = *(uintptr_t *)m;
-                hak_os_unmap((void *)m, n * page);
-                bytes += n * page;
-            }
-        lg.returned_bytes += lg.sampled_bytes;
-        lg.sampled_bytes = 0;
-    }
     return bytes;
 }
 
@@ -183,19 +162,6 @@ static void cache_put(uintptr_t base, size_t len, uint64_t now)
     lg.returned_bytes += len;
 }
 
-/* Keep a sampled block's freed mapping for the next sample. lg.lock held. */
-static bool sampled_put(uintptr_t base, size_t len, uint64_t now)
-{
-    size_t n = len / hak_os_page_size();
-    if (n > SAMPLED_PAGES || lg.sampled_bytes + len > SAMPLED_CACHE_MAX)
-        return false;
-    *(uintptr_t *)base = lg.sampled[n];
-    lg.sampled[n] = base;
-    lg.sampled_bytes += len;
-    lg.sampled_since_ns = now;
-    return true;
-}
-
 /* A fresh mapping of len bytes aligned to align (>= page). */
 static uintptr_t map_aligned(size_t len, size_t align)
 {
@@ -222,30 +188,10 @@ static void tag_block(void *p, uint64_t tag)
     hak_unlock(&lg.lock);
 }
 
-/* A block for a profiler's sample, tagged: from the sampled mappings kept
- * when one of the size is there, else a large block like any other. */
+/* A block for a profiler's sample that is a large block, tagged. */
 void *hak_large_alloc_sampled(size_t size, size_t align, bool zero, uint64_t tag)
 {
-    size_t page = hak_os_page_size();
-    size_t n = (size + page - 1) / page;
-    void *p = NULL;
-    if (align <= page && n >= 1 && n <= SAMPLED_PAGES) {
-        hak_lock(&lg.lock);
-        uintptr_t m = lg.sampled[n];
-        if (m && room_for_one()) {
-            lg.sampled[n] = *(uintptr_t *)m;
-            lg.sampled_bytes -= n * page;
-            insert(m, n * page, tag); /* cannot fail: the room is there */
-            lg.live_bytes += n * page;
-            p = (void *)m;
-        }
-        hak_unlock(&lg.lock);
-        if (p) {
-            memset(p, 0, zero ? size : sizeof(uintptr_t)); /* no stale link shows */
-            return p;
-        }
-    }
-    p = hak_large_alloc(size, align, zero);
+    void *p = hak_large_alloc(size, align, zero);
     if (p)
         tag_block(p, tag);
     return p;
@@ -306,8 +252,7 @@ bool hak_large_free(void *p)
     lg.tomb++;
     lg.live_bytes -= len;
     uint64_t now = hak_now_ns();
-    if (!prof || !sampled_put((uintptr_t)p, len, now))
-        cache_put((uintptr_t)p, len, now);
+    cache_put((uintptr_t)p, len, now);
     cache_purge(false, now);
     hak_unlock(&lg.lock);
     if (unlikely(prof))
@@ -381,7 +326,7 @@ void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blo
 {
     hak_lock(&lg.lock);
     *live_bytes = lg.live_bytes;
-    *cached_bytes = lg.cached_bytes + lg.sampled_bytes;
+    *cached_bytes = lg.cached_bytes;
     *blocks = lg.used;
     hak_unlock(&lg.lock);
 }
@@ -401,9 +346,6 @@ size_t hak_large_resident(void)
     for (int i = 0; i < CACHE_SLOTS; i++)
         if (lg.cache[i].base)
             bytes += hak_os_resident((void *)lg.cache[i].base, lg.cache[i].len);
-    for (size_t n = 1; n <= SAMPLED_PAGES; n++)
-        for (uintptr_t m = lg.sampled[n]; m; m = *(uintptr_t *)m)
-            bytes += hak_os_resident((void *)m, n * hak_os_page_size());
     hak_unlock(&lg.lock);
     return bytes;
 }

@@ -262,6 +262,21 @@ static double pprof_flat(const char *profile, const char *opts, const char *fn, 
     return pprof_mib(profile, opts, fn, total, false);
 }
 
+/* The profile a child wrote at exit. */
+static void exit_profile(char *out, size_t cap, pid_t pid)
+{
+    snprintf(out, cap, "%s/p.%d.heap", dir, (int)pid);
+}
+
+/* a's share of a + b is want, within 10% of it. */
+static void assert_share(double a, double b, double want)
+{
+    assert_true(a > 0 && b > 0);
+    double share = a / (a + b);
+    assert_true(share > want * 0.9 && share < want * 1.1);
+    assert_true(1 - share > (1 - want) * 0.9 && 1 - share < (1 - want) * 1.1);
+}
+
 static void test_two_sites_in_proportion(void **state)
 {
     (void)state;
@@ -269,17 +284,14 @@ static void test_two_sites_in_proportion(void **state)
         return;
     pid_t pid = run_child("sites", "", true);
     char profile[PATH_MAX];
-    snprintf(profile, sizeof profile, "%s/p.%d.heap", dir, (int)pid);
+    exit_profile(profile, sizeof profile, pid);
     double total, three = pprof_flat(profile, "", "site_three", &total);
     double one = pprof_flat(profile, "", "site_one", &total);
     print_message("in use: site_three %.1f MiB, site_one %.1f MiB, total %.1f MiB\n", three, one, total);
     /* 256 MiB in 16,384 samples on average: the shares are within a
      * percentage point or so; 10% of each share is seven deviations (five
      * for the 128 MiB through the shared call site below). */
-    assert_true(three > 0 && one > 0);
-    double share = three / (three + one);
-    assert_true(share > 0.75 * 0.9 && share < 0.75 * 1.1);
-    assert_true(1 - share > 0.25 * 0.9 && 1 - share < 0.25 * 1.1);
+    assert_share(three, one, 0.75);
     /* Scaled back, the sizes add up to what was allocated. */
     double want = SITE_BLOCKS * (192.0 + 64.0) / (1 << 20);
     assert_true(three + one > want * 0.9 && three + one < want * 1.1);
@@ -287,8 +299,7 @@ static void test_two_sites_in_proportion(void **state)
     double via_three = pprof_mib(profile, "", "caller_three", &total, true);
     double via_one = pprof_mib(profile, "", "caller_one", &total, true);
     print_message("in use through shared_leaf: caller_three %.1f MiB, caller_one %.1f MiB\n", via_three, via_one);
-    share = via_three / (via_three + via_one);
-    assert_true(share > 0.75 * 0.9 && share < 0.75 * 1.1);
+    assert_share(via_three, via_one, 0.75);
     want = SITE_BLOCKS * (96.0 + 32.0) / (1 << 20);
     assert_true(via_three + via_one > want * 0.9 && via_three + via_one < want * 1.1);
 }
@@ -331,14 +342,13 @@ static void test_threads_in_proportion(void **state)
         return;
     pid_t pid = run_child("threads", "", true);
     char profile[PATH_MAX];
-    snprintf(profile, sizeof profile, "%s/p.%d.heap", dir, (int)pid);
+    exit_profile(profile, sizeof profile, pid);
     double total, three = pprof_flat(profile, "", "site_three", &total);
     double one = pprof_flat(profile, "", "site_one", &total);
     double all = pprof_flat(profile, "--alloc_space", "site_three", &total);
     print_message("4 threads, half freed: in use site_three %.1f MiB, site_one %.1f MiB; site_three allocated "
                   "%.1f MiB\n", three, one, all);
-    double share = three / (three + one);
-    assert_true(share > 0.75 * 0.9 && share < 0.75 * 1.1);
+    assert_share(three, one, 0.75);
     double want = SITE_BLOCKS * (192.0 + 64.0) / 2 / (1 << 20); /* half of it still in use */
     assert_true(three + one > want * 0.85 && three + one < want * 1.15);
     want = SITE_BLOCKS * 192.0 / (1 << 20);
@@ -356,7 +366,7 @@ static void test_off_by_default(void **state)
     (void)state;
     pid_t pid = run_child("off", "", false);
     char profile[PATH_MAX];
-    snprintf(profile, sizeof profile, "%s/p.%d.heap", dir, (int)pid);
+    exit_profile(profile, sizeof profile, pid);
     struct stat st;
     assert_int_equal(stat(profile, &st), -1);
 }
