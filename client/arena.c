@@ -84,10 +84,39 @@ static int commit_meta(uint32_t from, uint32_t to)
     return hak_os_commit((void *)c0, c1 - c0);
 }
 
+/* The side tables' pages come in a chunk at a time, with one madvise: a
+ * growing heap otherwise takes a page fault every third SuperSlab, each
+ * as dear as a 4 KiB page of the heap itself. */
+#define META_CHUNK_SS 64u
+#define META_CHUNKS (16384 * GIB / HAK_SS_SIZE / META_CHUNK_SS)
+static _Atomic uint64_t meta_ready[META_CHUNKS / 64];
+
+static void meta_populate(uint32_t idx)
+{
+    uint32_t ch = idx / META_CHUNK_SS;
+    uint64_t bit = 1ull << (ch % 64);
+    if (atomic_load_explicit(&meta_ready[ch / 64], HAK_RELAXED) & bit)
+        return;
+    /* Only what is committed; a chunk the arena has not reached the end
+     * of yet is populated again as it grows into it. */
+    uint32_t from = ch * META_CHUNK_SS, to = from + META_CHUNK_SS;
+    uint32_t cursor = __atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE);
+    bool whole = to <= cursor;
+    if (!whole)
+        to = cursor;
+    size_t pg = hak_os_page_size();
+    uintptr_t c0 = (uintptr_t)&hak_arena.cold[from] & ~(pg - 1);
+    uintptr_t c1 = page_round((uintptr_t)&hak_arena.cold[to]);
+    hak_os_populate((void *)c0, c1 - c0);
+    if (whole)
+        atomic_fetch_or_explicit(&meta_ready[ch / 64], bit, HAK_RELAXED);
+}
+
 /* Fill in the side-table entry of a SuperSlab a provider takes into use
  * for the first time. */
 void hak_arena_ss_init(uint32_t idx)
 {
+    meta_populate(idx);
     struct hak_ss *ss = &hak_arena.cold[idx];
     atomic_store_explicit(&hak_arena.hot[idx].owner, HAK_OWNER_FREE, HAK_RELAXED);
     for (unsigned u = 0; u < HAK_UNITS; u++) {

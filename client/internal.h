@@ -148,6 +148,7 @@ void *hak_os_reserve(size_t size, size_t align) HAK_HIDDEN;  /* PROT_NONE */
 int hak_os_commit(void *p, size_t size) HAK_HIDDEN;          /* make read-write */
 int hak_os_decommit(void *p, size_t size) HAK_HIDDEN;        /* drop pages, keep range */
 void hak_os_huge(void *p, size_t size) HAK_HIDDEN;           /* ask for THP (MADV_HUGEPAGE) */
+void hak_os_populate(void *p, size_t size) HAK_HIDDEN;       /* fault a committed range in now */
 int hak_os_decommit_file(void *p, size_t size, bool shared) HAK_HIDDEN;
 void *hak_os_map(size_t size) HAK_HIDDEN;                    /* fresh read-write pages */
 void *hak_os_map_noreserve(size_t size) HAK_HIDDEN;          /* same, no commit charge */

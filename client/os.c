@@ -95,6 +95,16 @@ int hak_os_commit(void *p, size_t size)
     return rc;
 }
 
+/* Fault a committed range in with one call; best effort (before Linux
+ * 5.14 the pages simply fault in as they are touched). */
+void hak_os_populate(void *p, size_t size)
+{
+    int saved = errno;
+    if (!count_or_fail(HAK_OS_MADVISE))
+        madvise(p, size, MADV_POPULATE_WRITE);
+    errno = saved;
+}
+
 /* Best effort: without THP in the kernel it is simply not there. */
 void hak_os_huge(void *p, size_t size)
 {

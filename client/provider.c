@@ -153,8 +153,11 @@ unsigned hak_provision_acquire(uint32_t *out, unsigned want)
         /* Fresh in-process memory only when nothing else is at hand: its
          * faults are what the daemon's pre-faulting saves, and a short
          * batch costs one more pop later, not a system call. */
-        if (k == HAK_PROV_EMBEDDED && have && hak_pagerd_live())
-            break;
+        if (k == HAK_PROV_EMBEDDED && hak_pagerd_live()) {
+            if (have)
+                break;
+            want = 1; /* the daemon is behind: the rest of the batch from it later */
+        }
         bool tried = false;
         unsigned got = backends[k]->acquire(out + have, want - have, &tried);
         for (unsigned i = 0; i < got; i++)

@@ -275,7 +275,7 @@ void client_error(struct client *c, const char *what, int err)
  * (remote memory), not fail the fallocate and starve it. */
 static void bind_node(struct client *c, uint32_t idx, uint32_t node)
 {
-    if (!pd.numa)
+    if (!pd.numa || pd.nnodes == 1)
         return;
     unsigned long mask[HAK_SHM_MAX_NODES / (8 * sizeof(unsigned long)) + 1];
     memset(mask, 0, sizeof mask);

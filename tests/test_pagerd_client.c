@@ -10,7 +10,10 @@
  *             correctly in-process, and picks up the restarted daemon;
  *   fork      fork semantics hold for blocks in the daemon's shared memory;
  *   hold      holds daemon memory until it is killed: the daemon's books
- *             must then show all of it released. */
+ *             must then show all of it released;
+ *   stalled   the daemon is stopped (SIGSTOP) while the heap grows: each
+ *             acquisition it cannot serve takes one SuperSlab of in-process
+ *             memory, not the whole batch the heap asked for. */
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -307,6 +310,36 @@ static __attribute__((noreturn)) int child_hold(void)
         pause();
 }
 
+static uint64_t from_process(void)
+{
+    struct hak_provision_stats ps;
+    hak_provision_stats(&ps);
+    return ps.acquired[HAK_PROV_EMBEDDED];
+}
+
+/* Growth only (nothing freed, so nothing is reused warm): 64 KiB blocks,
+ * 16 to a SuperSlab; a heap of 64 SuperSlabs asks for batches of 8. */
+static int child_stalled(void)
+{
+    static void *held[2048];
+    unsigned n = 0;
+    while (from_daemon() < 64 && n < 1024)
+        held[n++] = block_new(64 * 1024);
+    printf("ready from_daemon=%llu\n", (unsigned long long)from_daemon());
+    fflush(stdout);
+    if (wait_command() != 's') /* the daemon is stopped now */
+        return 2;
+    uint64_t own0 = from_process(), fb0 = fallbacks();
+    for (unsigned i = 0; i < 1024; i++)
+        held[n++] = block_new(64 * 1024);
+    uint64_t own = from_process() - own0, fb = fallbacks() - fb0;
+    for (unsigned i = 0; i < n; i++)
+        block_free(held[i]);
+    printf("stalled in_process=%llu fallbacks=%llu mismatches=%llu\n", (unsigned long long)own,
+           (unsigned long long)fb, (unsigned long long)mismatches);
+    return mismatches == 0 && own > 0 && own <= fb ? 0 : 1;
+}
+
 /* ---- the test side ---- */
 
 struct child {
@@ -446,6 +479,28 @@ static void test_killed_client_releases_everything(void **state)
     daemon_stop(&d);
 }
 
+static void test_stalled_daemon_costs_one_superslab_at_a_time(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_start(&d, "--tick-ms", "1");
+    struct child c;
+    char line[512];
+    child_start(&c, "stalled", &d);
+    child_line(&c, line, sizeof line, "ready");
+    assert_int_equal(kill(d.pid, SIGSTOP), 0);
+    assert_int_equal(write(c.to, "s", 1), 1);
+    bool said = fgets(line, sizeof line, c.from) != NULL;
+    kill(d.pid, SIGCONT);
+    if (!said)
+        fail_msg("client process ended before \"stalled\"");
+    print_message("client: %s", line);
+    assert_non_null(strstr(line, "stalled "));
+    assert_non_null(strstr(line, "mismatches=0"));
+    assert_int_equal(child_wait(&c), 0);
+    daemon_stop(&d);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--child") == 0) {
@@ -457,6 +512,8 @@ int main(int argc, char **argv)
             return child_fork();
         if (strcmp(argv[2], "hold") == 0)
             return child_hold();
+        if (strcmp(argv[2], "stalled") == 0)
+            return child_stalled();
         return 2;
     }
     ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
@@ -468,6 +525,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_daemon_killed_and_restarted, pagerd_teardown),
         cmocka_unit_test_teardown(test_fork_with_daemon_memory, pagerd_teardown),
         cmocka_unit_test_teardown(test_killed_client_releases_everything, pagerd_teardown),
+        cmocka_unit_test_teardown(test_stalled_daemon_costs_one_superslab_at_a_time, pagerd_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
