@@ -54,6 +54,13 @@
 #define FILL_WAIT_NS (5000ull * 1000)
 #define DRY_GRACE_NS (300ull * 1000)
 #define DRY_QUIET_NS (100ull * 1000000)
+/* Waiting pays while the daemon's deliveries come sooner than faulting in
+ * a SuperSlab of our own would take. When they lately took longer on
+ * average (2 MiB pages the host is slow to find, a daemon short of CPU),
+ * fresh memory of our own fills the gap while the daemon's is still
+ * popped as it arrives, and one wait in WAIT_PROBE_NS measures again. */
+#define WAIT_WORTH_NS (1000ull * 1000)
+#define WAIT_PROBE_NS (20ull * 1000000)
 
 struct session {
     int sock;                    /* -1 once closed */
@@ -72,6 +79,8 @@ struct session {
     bool private_copy;           /* remapped MAP_PRIVATE at a fork */
     uint64_t hb_value, hb_seen_ns, next_check_ns; /* liveness, under pd.lock */
     _Atomic uint64_t dry_quiet_ns; /* no HAK_MSG_DRY before this */
+    _Atomic uint64_t wait_avg_ns;  /* recent waits for the ring (moving average) */
+    _Atomic uint64_t probe_ns;     /* waits too long: the next one not before this */
 };
 
 static struct {
@@ -438,20 +447,35 @@ static bool send_dry(struct session *s)
     return sent;
 }
 
+static void note_wait(struct session *s, uint64_t ns)
+{
+    uint64_t avg = atomic_load_explicit(&s->wait_avg_ns, HAK_RELAXED);
+    atomic_store_explicit(&s->wait_avg_ns, avg - avg / 8 + ns / 8, HAK_RELAXED);
+}
+
 /* The ring is empty: wait for the first SuperSlab on its way (FILL_WAIT_NS
  * at most), yielding the CPU (the daemon may need it); with none on its
  * way, tell the daemon first. True if the ring has something now. */
 static bool wait_fill(struct session *s, struct hak_shm_fill_ring *r)
 {
     uint64_t start = hak_now_ns();
+    if (atomic_load_explicit(&s->wait_avg_ns, HAK_RELAXED) > WAIT_WORTH_NS) {
+        if (start < atomic_load_explicit(&s->probe_ns, HAK_RELAXED))
+            return false;
+        atomic_store_explicit(&s->probe_ns, start + WAIT_PROBE_NS, HAK_RELAXED);
+    }
     bool told = false;
     for (;;) {
         uint32_t level;
-        if (hak_fill_ring_level(r, &level) && level)
-            return true;
         uint64_t now = hak_now_ns();
-        if (now - start >= FILL_WAIT_NS)
+        if (hak_fill_ring_level(r, &level) && level) {
+            note_wait(s, now - start);
+            return true;
+        }
+        if (now - start >= FILL_WAIT_NS) {
+            note_wait(s, FILL_WAIT_NS);
             return false;
+        }
         if (!atomic_load_explicit(&r->coming.v, memory_order_acquire)) {
             if (!told) {
                 if (now < atomic_load_explicit(&s->dry_quiet_ns, HAK_RELAXED) || !send_dry(s))
