@@ -180,6 +180,7 @@ static void thread_exit_cb(void *arg)
 {
     struct hak_heap *h = arg;
     hak_prof_blocks_thread_exit();
+    hak_prof_thread_exit();
     if (h && hak_tls.heap == h)
         hak_heap_thread_exit(h);
 }

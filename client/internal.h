@@ -429,6 +429,7 @@ void hak_prof_init(void) HAK_HIDDEN;
 bool hak_prof_due(void) HAK_HIDDEN;
 void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra) HAK_HIDDEN;
 void hak_prof_freed(uint64_t tag) HAK_HIDDEN;
+void hak_prof_thread_exit(void) HAK_HIDDEN; /* its counts table to the next thread */
 #define HAK_PROF_DEPTH 64
 struct hak_prof_stack {
     unsigned n;
@@ -438,7 +439,7 @@ struct hak_prof_stack {
 };
 unsigned hak_prof_unwind(struct hak_prof_stack *s, void *ra, uintptr_t anchor) HAK_HIDDEN;
 int64_t hak_prof_memo_find(void *ra, uintptr_t anchor) HAK_HIDDEN; /* no lock needed */
-void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t bucket) HAK_HIDDEN; /* profiler lock held */
+void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t id) HAK_HIDDEN; /* profiler lock held */
 /* prof_blocks.c: sampled blocks' pages, in a range of their own */
 struct hak_prof_region {
     uintptr_t base;

@@ -23,38 +23,65 @@
 #include "internal.h"
 #include "hakmem.h"
 
-#define NBUCKETS (1u << 16)   /* distinct stacks; power of two */
+#define NBUCKETS (1u << 16)   /* hash slots; power of two */
+#define NIDS (NBUCKETS / 4 * 3) /* distinct stacks: the hash table stays 3/4 full at most */
 #define NFRAMES (1u << 21)    /* frames of every distinct stack together */
-#define TAG_BUCKET_BITS 24    /* a tag: (requested size << 24) | (bucket + 1) */
+#define TAG_BUCKET_BITS 24    /* a tag: (requested size << 24) | (stack id + 1) */
+#define LN_BITS 10            /* mantissa bits of the -ln table */
 
 uint64_t hak_prof_rate;
 
-struct bucket {
-    uint64_t hash;
-    uint32_t depth, frame;            /* frames[frame .. frame + depth) */
-    uint64_t alloc_n, alloc_bytes;    /* samples taken */
-    uint64_t live_n, live_bytes;      /* of them, not freed yet */
+struct slot {
+    uint64_t hash; /* 0: empty */
+    uint32_t id;
+    uint32_t pad_;
+};
+
+struct stack {
+    uint32_t frame, depth; /* frames[frame .. frame + depth) */
+};
+
+struct counts {
+    uint64_t alloc_n, alloc_bytes; /* samples taken */
+    uint64_t live_n, live_bytes;   /* of them, not freed yet */
+};
+
+/* Counts by stack id, each table written by one thread only: a sample
+ * costs no atomic read-modify-write and shares no line with another
+ * sampling thread. The dump adds up every table. A departed thread's
+ * table goes to the next new thread as it is: only the sums matter. The
+ * shared table (atomic adds) serves threads without one of their own. */
+struct count_tab {
+    struct count_tab *next, *next_free;
+    struct counts c[NIDS];
 };
 
 static struct {
     hak_lock_t lock;
-    struct bucket *tab; /* NBUCKETS, hash 0 = empty */
-    uintptr_t *frames;  /* NFRAMES */
+    struct slot *tab;      /* NBUCKETS */
+    struct stack *stacks;  /* NIDS */
+    uintptr_t *frames;     /* NFRAMES */
     uint32_t used, nframes;
-    uint64_t dropped;   /* samples whose stack found no room */
-} pf = {HAK_LOCK_INIT, NULL, NULL, 0, 0, 0};
+    uint64_t dropped;      /* samples whose stack found no room */
+    struct count_tab *shared, *all, *free;
+} pf = {.lock = HAK_LOCK_INIT};
 
 struct prof_thread {
     uint64_t rng;
-    bool seeded, busy;
+    struct count_tab *counts;
+    bool seeded, busy, gone;
 };
 static __thread struct prof_thread me;
+
+static float ln_mantissa[1u << LN_BITS]; /* ln(1 + (i + 1/2) / 2^LN_BITS) */
+static void ln_table_init(void);
 
 void hak_prof_init(void)
 {
     if (!hak_opt.prof)
         return;
     const char *why = NULL;
+    ln_table_init();
     hak_prof_blocks_init(); /* without it, sampled blocks are large blocks */
     hak_prof_rate = hak_opt.prof_sample; /* before malloc can jump to the sampling entry */
     if (!hak_prof_patch_entries(&why)) {
@@ -75,16 +102,32 @@ static uint64_t next_random(struct prof_thread *t)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
+#define LN2 0.69314718055994530942
+
+/* ln m for m in [1, 2): 2 atanh((m - 1) / (m + 1)), whose series converges
+ * fast there. No libm: the client needs the C library only. */
+static double ln_series(double m)
+{
+    double z = (m - 1) / (m + 1), z2 = z * z;
+    return 2 * z * (1 + z2 * (1.0 / 3 + z2 * (1.0 / 5 + z2 * (1.0 / 7 + z2 * (1.0 / 9 + z2 / 11)))));
+}
+
+static void ln_table_init(void)
+{
+    for (unsigned i = 0; i < (1u << LN_BITS); i++)
+        ln_mantissa[i] = (float)ln_series(1 + (i + 0.5) / (1u << LN_BITS));
+}
+
 /* -ln(u) for u = r / 2^53, r in [1, 2^53]: r = m * 2^e with m in [1, 2),
- * ln m = 2 atanh((m - 1) / (m + 1)), whose series converges fast there.
- * No libm: the client needs the C library only. */
+ * ln m from a table by m's first LN_BITS bits (the series' dependent
+ * divide and multiplies were most of a sample's cost on workloads that
+ * sample every microsecond). Off by 2^-(LN_BITS+1) at most: the interval
+ * law stays exponential to within a tenth of a percent. */
 static double neg_log_unit(uint64_t r)
 {
     int e = 63 - __builtin_clzll(r);
-    double m = (double)r / (double)(1ull << e);
-    double z = (m - 1) / (m + 1), z2 = z * z;
-    double ln_m = 2 * z * (1 + z2 * (1.0 / 3 + z2 * (1.0 / 5 + z2 * (1.0 / 7 + z2 * (1.0 / 9 + z2 / 11)))));
-    return (53 - e) * 0.69314718055994530942 - ln_m;
+    uint32_t top = (uint32_t)((r << (63 - e)) >> (63 - LN_BITS)) & ((1u << LN_BITS) - 1);
+    return (53 - e) * LN2 - ln_mantissa[top];
 }
 
 static int64_t next_interval(struct prof_thread *t)
@@ -140,54 +183,124 @@ static bool tables_ready(void)
 {
     if (pf.tab)
         return true;
-    pf.tab = hak_os_map_noreserve(NBUCKETS * sizeof *pf.tab);
-    pf.frames = pf.tab ? hak_os_map_noreserve(NFRAMES * sizeof *pf.frames) : NULL;
-    if (!pf.frames && pf.tab) {
-        hak_os_unmap(pf.tab, NBUCKETS * sizeof *pf.tab);
-        pf.tab = NULL;
+    struct slot *tab = hak_os_map_noreserve(NBUCKETS * sizeof *tab);
+    pf.stacks = hak_os_map_noreserve(NIDS * sizeof *pf.stacks);
+    pf.frames = hak_os_map_noreserve(NFRAMES * sizeof *pf.frames);
+    pf.shared = hak_os_map_noreserve(sizeof *pf.shared);
+    if (tab && pf.stacks && pf.frames && pf.shared) {
+        pf.all = pf.shared;
+        pf.tab = tab;
+        return true;
     }
-    return pf.tab != NULL;
+    if (tab)
+        hak_os_unmap(tab, NBUCKETS * sizeof *tab);
+    if (pf.stacks)
+        hak_os_unmap(pf.stacks, NIDS * sizeof *pf.stacks);
+    if (pf.frames)
+        hak_os_unmap(pf.frames, NFRAMES * sizeof *pf.frames);
+    if (pf.shared)
+        hak_os_unmap(pf.shared, sizeof *pf.shared);
+    pf.stacks = NULL;
+    pf.frames = NULL;
+    pf.shared = NULL;
+    return false;
 }
 
-/* The bucket of a stack, made if new; -1 if there is no room. pf.lock held. */
-static int64_t bucket_of(uintptr_t *f, unsigned n)
+/* The id of a stack, made if new; -1 if there is no room. pf.lock held. */
+static int64_t stack_id(uintptr_t *f, unsigned n)
 {
     if (!tables_ready())
         return -1;
     uint64_t h = stack_hash(f, n);
     for (uint32_t i = (uint32_t)(h >> 20) & (NBUCKETS - 1), k = 0; k < NBUCKETS; i = (i + 1) & (NBUCKETS - 1), k++) {
-        struct bucket *b = &pf.tab[i];
-        if (b->hash == h && b->depth == n && memcmp(&pf.frames[b->frame], f, n * sizeof *f) == 0)
-            return i;
+        struct slot *b = &pf.tab[i];
+        if (b->hash == h) {
+            const struct stack *st = &pf.stacks[b->id];
+            if (st->depth == n && memcmp(&pf.frames[st->frame], f, n * sizeof *f) == 0)
+                return b->id;
+        }
         if (b->hash)
             continue;
-        if ((pf.used + 1) * 4 > NBUCKETS * 3 || pf.nframes + n > NFRAMES)
+        if (pf.used == NIDS || pf.nframes + n > NFRAMES)
             return -1;
         memcpy(&pf.frames[pf.nframes], f, n * sizeof *f);
-        *b = (struct bucket){.hash = h, .depth = n, .frame = pf.nframes};
+        pf.stacks[pf.used] = (struct stack){.frame = pf.nframes, .depth = n};
+        *b = (struct slot){.hash = h, .id = pf.used};
         pf.nframes += n;
-        pf.used++;
-        return i;
+        return pf.used++;
     }
     return -1;
 }
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
-/* A bucket's counts move without the lock (a made bucket never moves):
- * the dump reads a snapshot. */
-static void add(uint64_t *counter, uint64_t v)
+/* The thread's own table: the first free one, else a new one. NULL (the
+ * shared table then) once the thread is on its way out, or if none can
+ * be mapped. */
+static struct count_tab *my_counts(void)
 {
-    __atomic_fetch_add(counter, v, __ATOMIC_RELAXED);
+    struct prof_thread *t = &me;
+    if (t->counts || t->gone)
+        return t->counts;
+    hak_lock(&pf.lock);
+    struct count_tab *c = pf.free;
+    if (c) {
+        pf.free = c->next_free;
+    } else if ((c = hak_os_map_noreserve(sizeof *c))) {
+        c->next = pf.all;
+        pf.all = c;
+    }
+    hak_unlock(&pf.lock);
+    t->counts = c;
+    t->gone = !c;
+    return c;
+}
+
+void hak_prof_thread_exit(void)
+{
+    if (!hak_prof_rate)
+        return;
+    struct prof_thread *t = &me;
+    struct count_tab *c = t->counts;
+    t->gone = true;
+    t->counts = NULL;
+    if (!c)
+        return;
+    hak_lock(&pf.lock);
+    c->next_free = pf.free;
+    pf.free = c;
+    hak_unlock(&pf.lock);
+}
+
+/* n samples of bytes each way: (1, size) taken, (-1, -size) taken back or
+ * freed. alloc: the taken counts move too. */
+static void count_in(struct count_tab *t, uint32_t id, uint64_t n, uint64_t bytes, bool alloc)
+{
+    struct counts *c = &t->c[id];
+    if (t != pf.shared) {
+        if (alloc) {
+            STORE(c->alloc_n, LOAD(c->alloc_n) + n);
+            STORE(c->alloc_bytes, LOAD(c->alloc_bytes) + bytes);
+        }
+        STORE(c->live_n, LOAD(c->live_n) + n);
+        STORE(c->live_bytes, LOAD(c->live_bytes) + bytes);
+        return;
+    }
+    if (alloc) {
+        __atomic_fetch_add(&c->alloc_n, n, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&c->alloc_bytes, bytes, __ATOMIC_RELAXED);
+    }
+    __atomic_fetch_add(&c->live_n, n, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->live_bytes, bytes, __ATOMIC_RELAXED);
 }
 
 /* A sample taken (sign 1) or taken back (-1: its allocation failed). */
-static void count(struct bucket *b, uint64_t size, int sign)
+static void count(uint32_t id, uint64_t size, int sign)
 {
-    add(&b->alloc_n, (uint64_t)(int64_t)sign);
-    add(&b->alloc_bytes, size * (uint64_t)(int64_t)sign);
-    add(&b->live_n, (uint64_t)(int64_t)sign);
-    add(&b->live_bytes, size * (uint64_t)(int64_t)sign);
+    struct count_tab *t = my_counts();
+    uint64_t n = (uint64_t)(int64_t)sign;
+    count_in(t ? t : pf.shared, id, n, size * n, true);
 }
 
 /* The sampling frame's address anchors the memo of stacks (prof_stack.c):
@@ -204,7 +317,7 @@ HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra
     bool fits = size < (1ull << (64 - TAG_BUCKET_BITS)); /* in a tag */
     int64_t i = fits ? hak_prof_memo_find(ra, anchor) : -1;
     if (i >= 0)
-        count(&pf.tab[i], size, 1);
+        count((uint32_t)i, size, 1);
     else {
         struct prof_thread *t = &me;
         struct hak_prof_stack st;
@@ -212,14 +325,14 @@ HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra
         unsigned n = hak_prof_unwind(&st, ra, anchor);
         t->busy = false;
         hak_lock(&pf.lock);
-        i = n && fits ? bucket_of(st.f, n) : -1;
-        if (i >= 0) {
-            count(&pf.tab[i], size, 1);
+        i = n && fits ? stack_id(st.f, n) : -1;
+        if (i >= 0)
             hak_prof_memo_store(ra, &st, (uint32_t)i);
-        } else {
+        else
             pf.dropped++;
-        }
         hak_unlock(&pf.lock);
+        if (i >= 0)
+            count((uint32_t)i, size, 1);
     }
     /* The size even without a bucket (a stack left out): pages are freed by it. */
     uint64_t tag = fits ? ((uint64_t)size << TAG_BUCKET_BITS) | (uint64_t)(i + 1) : 0;
@@ -227,18 +340,19 @@ HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra
     if (!p)
         p = hak_large_alloc_sampled(size ? size : 1, align, zero, tag);
     if (!p && i >= 0)
-        count(&pf.tab[i], size, -1);
+        count((uint32_t)i, size, -1);
     return p;
 }
 
+/* In the freeing thread's table if it has one (a thread that only frees
+ * is not given one: it may never pass the exit hook that returns it). */
 void hak_prof_freed(uint64_t tag)
 {
-    uint64_t i = tag & ((1u << TAG_BUCKET_BITS) - 1);
-    if (!i)
+    uint64_t id = tag & ((1u << TAG_BUCKET_BITS) - 1);
+    if (!id)
         return; /* its stack was left out */
-    struct bucket *b = &pf.tab[i - 1];
-    add(&b->live_n, (uint64_t)-1);
-    add(&b->live_bytes, -(tag >> TAG_BUCKET_BITS));
+    struct count_tab *t = me.counts;
+    count_in(t ? t : pf.shared, (uint32_t)(id - 1), (uint64_t)-1, -(tag >> TAG_BUCKET_BITS), false);
 }
 
 /* ---- the profile file: the legacy heap profile text pprof reads ---- */
@@ -280,28 +394,41 @@ static void put_counts(struct out *o, uint64_t ln, uint64_t lb, uint64_t an, uin
     put(o, line, (size_t)n);
 }
 
+static struct counts sum_of(uint32_t id)
+{
+    struct counts s = {0, 0, 0, 0};
+    for (const struct count_tab *t = pf.all; t; t = t->next) {
+        s.alloc_n += LOAD(t->c[id].alloc_n);
+        s.alloc_bytes += LOAD(t->c[id].alloc_bytes);
+        s.live_n += LOAD(t->c[id].live_n);
+        s.live_bytes += LOAD(t->c[id].live_bytes);
+    }
+    return s;
+}
+
 static void put_rows(struct out *o)
 {
-    uint64_t ln = 0, lb = 0, an = 0, ab = 0;
-    for (uint32_t i = 0; pf.tab && i < NBUCKETS; i++) {
-        ln += LOAD(pf.tab[i].live_n);
-        lb += LOAD(pf.tab[i].live_bytes);
-        an += LOAD(pf.tab[i].alloc_n);
-        ab += LOAD(pf.tab[i].alloc_bytes);
+    struct counts all = {0, 0, 0, 0};
+    for (uint32_t id = 0; id < pf.used; id++) {
+        struct counts c = sum_of(id);
+        all.live_n += c.live_n;
+        all.live_bytes += c.live_bytes;
+        all.alloc_n += c.alloc_n;
+        all.alloc_bytes += c.alloc_bytes;
     }
     put(o, "heap profile: ", 14);
-    put_counts(o, ln, lb, an, ab);
+    put_counts(o, all.live_n, all.live_bytes, all.alloc_n, all.alloc_bytes);
     char line[64];
     int n = snprintf(line, sizeof line, " heap_v2/%llu\n", (unsigned long long)hak_prof_rate);
     put(o, line, (size_t)n);
-    for (uint32_t i = 0; pf.tab && i < NBUCKETS; i++) {
-        const struct bucket *b = &pf.tab[i];
-        uint64_t an_b = LOAD(b->alloc_n);
-        if (!an_b)
+    for (uint32_t id = 0; id < pf.used; id++) {
+        struct counts c = sum_of(id);
+        if (!c.alloc_n)
             continue;
-        put_counts(o, LOAD(b->live_n), LOAD(b->live_bytes), an_b, LOAD(b->alloc_bytes));
-        for (uint32_t k = 0; k < b->depth; k++) {
-            n = snprintf(line, sizeof line, " 0x%016llx", (unsigned long long)pf.frames[b->frame + k]);
+        put_counts(o, c.live_n, c.live_bytes, c.alloc_n, c.alloc_bytes);
+        const struct stack *st = &pf.stacks[id];
+        for (uint32_t k = 0; k < st->depth; k++) {
+            n = snprintf(line, sizeof line, " 0x%016llx", (unsigned long long)pf.frames[st->frame + k]);
             put(o, line, (size_t)n);
         }
         put(o, "\n", 1);
@@ -396,8 +523,15 @@ void hak_prof_fork_parent(void)
     hak_unlock(&pf.lock);
 }
 
+/* The other threads' tables are nobody's now: free for new threads. */
 void hak_prof_fork_child(void)
 {
     hak_prof_blocks_fork_child();
+    pf.free = NULL;
+    for (struct count_tab *c = pf.all; c; c = c->next)
+        if (c != pf.shared && c != me.counts) {
+            c->next_free = pf.free;
+            pf.free = c;
+        }
     hak_lock_reset(&pf.lock);
 }

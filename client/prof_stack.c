@@ -27,7 +27,7 @@ struct memo {
     uint32_t seq;
     uint32_t depth;
     uintptr_t ra;           /* 0: empty */
-    uint32_t bucket;
+    uint32_t id;            /* the stack's id in the profiler's table */
     int32_t off[HAK_PROF_DEPTH];   /* slot of frame k, from the anchor */
     uintptr_t val[HAK_PROF_DEPTH]; /* return address found there */
 };
@@ -137,7 +137,7 @@ int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
         return -1;
     struct memo *m = memo_slot(table, ra);
     uint32_t seq = __atomic_load_n(&m->seq, __ATOMIC_ACQUIRE);
-    uint32_t depth = LOAD(m->depth), bucket = LOAD(m->bucket);
+    uint32_t depth = LOAD(m->depth), id = LOAD(m->id);
     if ((seq & 1) || LOAD(m->ra) != (uintptr_t)ra || !depth || depth > HAK_PROF_DEPTH)
         return -1;
     int32_t off[HAK_PROF_DEPTH];
@@ -154,10 +154,10 @@ int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
     for (uint32_t k = 0; k < depth; k++)
         if (*(const uintptr_t *)(anchor + (intptr_t)off[k]) != val[k])
             return -1;
-    return bucket;
+    return id;
 }
 
-void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t bucket)
+void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t id)
 {
     if (!s->has_off || !s->n)
         return;
@@ -173,7 +173,7 @@ void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t buck
      * stores below after it), even again after (a release). */
     __atomic_exchange_n(&m->seq, seq + 1, __ATOMIC_ACQ_REL);
     STORE(m->ra, (uintptr_t)ra);
-    STORE(m->bucket, bucket);
+    STORE(m->id, id);
     STORE(m->depth, s->n);
     for (unsigned k = 0; k < s->n; k++) {
         STORE(m->off[k], s->off[k]);

@@ -152,6 +152,17 @@ static void *sites_thread(void *arg)
     return NULL;
 }
 
+/* Sampled blocks from a thread that is replaced next. */
+static void *churn_thread(void *arg)
+{
+    void **mine = arg;
+    for (unsigned i = 0; i < 4096; i++)
+        mine[i] = site_one();
+    for (unsigned i = 0; i < 4096; i++)
+        hak_free(mine[i]);
+    return NULL;
+}
+
 static int child_threads(void)
 {
     pthread_t th[THREADS];
@@ -161,6 +172,22 @@ static int child_threads(void)
             return 30;
     for (unsigned t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
+    /* Threads one after another, some 16 samples each: each takes over
+     * the counts of one gone rather than mapping a table of its own (a
+     * server replaces its threads all day). */
+    struct hak_stats a, b;
+    hak_stats_get(&a, sizeof a);
+    for (unsigned t = 0; t < 64; t++) {
+        pthread_t one;
+        if (pthread_create(&one, NULL, churn_thread, &kept[2 * SITE_BLOCKS]) != 0)
+            return 31;
+        pthread_join(one, NULL);
+    }
+    hak_stats_get(&b, sizeof b);
+    if (b.os_mmap - a.os_mmap > 8) {
+        fprintf(stderr, "64 threads in turn: %llu mmap calls\n", (unsigned long long)(b.os_mmap - a.os_mmap));
+        return 32;
+    }
     return 0;
 }
 
