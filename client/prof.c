@@ -311,29 +311,35 @@ static void count(uint32_t id, uint64_t size, int sign)
 #define ANCHOR() ((uintptr_t)0)
 #endif
 
+/* A stack the memo did not know: unwound in full, its id made if new.
+ * Apart, so that a sample the memo knows runs in a small frame (this
+ * one holds the stack on the stack). */
+static HAK_NOINLINE int64_t unwind_id(void *ra, uintptr_t anchor, bool fits)
+{
+    struct prof_thread *t = &me;
+    struct hak_prof_stack st;
+    t->busy = true; /* libgcc_s may be loaded, which allocates */
+    unsigned n = hak_prof_unwind(&st, ra, anchor);
+    t->busy = false;
+    hak_lock(&pf.lock);
+    int64_t i = n && fits ? stack_id(st.f, n) : -1;
+    if (i >= 0)
+        hak_prof_memo_store(ra, &st, (uint32_t)i);
+    else
+        pf.dropped++;
+    hak_unlock(&pf.lock);
+    return i;
+}
+
 HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra)
 {
     uintptr_t anchor = ANCHOR();
     bool fits = size < (1ull << (64 - TAG_BUCKET_BITS)); /* in a tag */
     int64_t i = fits ? hak_prof_memo_find(ra, anchor) : -1;
+    if (i < 0)
+        i = unwind_id(ra, anchor, fits);
     if (i >= 0)
         count((uint32_t)i, size, 1);
-    else {
-        struct prof_thread *t = &me;
-        struct hak_prof_stack st;
-        t->busy = true; /* libgcc_s may be loaded, which allocates */
-        unsigned n = hak_prof_unwind(&st, ra, anchor);
-        t->busy = false;
-        hak_lock(&pf.lock);
-        i = n && fits ? stack_id(st.f, n) : -1;
-        if (i >= 0)
-            hak_prof_memo_store(ra, &st, (uint32_t)i);
-        else
-            pf.dropped++;
-        hak_unlock(&pf.lock);
-        if (i >= 0)
-            count((uint32_t)i, size, 1);
-    }
     /* The size even without a bucket (a stack left out): pages are freed by it. */
     uint64_t tag = fits ? ((uint64_t)size << TAG_BUCKET_BITS) | (uint64_t)(i + 1) : 0;
     void *p = hak_prof_block_alloc(size, align, zero, tag);

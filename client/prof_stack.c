@@ -28,8 +28,10 @@ struct memo {
     uint32_t depth;
     uintptr_t ra;           /* 0: empty */
     uint32_t id;            /* the stack's id in the profiler's table */
-    int32_t off[HAK_PROF_DEPTH];   /* slot of frame k, from the anchor */
-    uintptr_t val[HAK_PROF_DEPTH]; /* return address found there */
+    struct {
+        intptr_t off;       /* slot of frame k, from the anchor */
+        uintptr_t val;      /* return address found there */
+    } at[HAK_PROF_DEPTH];   /* side by side: a short stack is two lines */
 };
 
 static struct memo *memo; /* MEMO_SLOTS, mapped with the first entry */
@@ -140,20 +142,17 @@ int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
     uint32_t depth = LOAD(m->depth), id = LOAD(m->id);
     if ((seq & 1) || LOAD(m->ra) != (uintptr_t)ra || !depth || depth > HAK_PROF_DEPTH)
         return -1;
-    int32_t off[HAK_PROF_DEPTH];
-    uintptr_t val[HAK_PROF_DEPTH];
-    /* Acquiring loads keep the second look at the count after them. */
+    /* Compared in place, frame by frame. A slot is read only once the
+     * one before held what was noted (then it lies in a live frame of
+     * this thread's stack), and only once the count shows its offset is
+     * the entry's (acquiring loads keep that look after them): an offset
+     * from a rewrite could point past the stack's end. */
     for (uint32_t k = 0; k < depth; k++) {
-        off[k] = __atomic_load_n(&m->off[k], __ATOMIC_ACQUIRE);
-        val[k] = __atomic_load_n(&m->val[k], __ATOMIC_ACQUIRE);
-    }
-    if (LOAD(m->seq) != seq)
-        return -1; /* rewritten meanwhile */
-    /* Slot k is read only once slot k - 1 held what was noted: then it
-     * lies in a live frame of this thread's stack. */
-    for (uint32_t k = 0; k < depth; k++)
-        if (*(const uintptr_t *)(anchor + (intptr_t)off[k]) != val[k])
+        intptr_t off = __atomic_load_n(&m->at[k].off, __ATOMIC_ACQUIRE);
+        uintptr_t val = __atomic_load_n(&m->at[k].val, __ATOMIC_ACQUIRE);
+        if (LOAD(m->seq) != seq || *(const uintptr_t *)(anchor + off) != val)
             return -1;
+    }
     return id;
 }
 
@@ -176,8 +175,8 @@ void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t id)
     STORE(m->id, id);
     STORE(m->depth, s->n);
     for (unsigned k = 0; k < s->n; k++) {
-        STORE(m->off[k], s->off[k]);
-        STORE(m->val[k], s->f[k]);
+        STORE(m->at[k].off, (intptr_t)s->off[k]);
+        STORE(m->at[k].val, s->f[k]);
     }
     __atomic_store_n(&m->seq, seq + 2, __ATOMIC_RELEASE);
 }
