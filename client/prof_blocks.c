@@ -64,9 +64,17 @@ bool hak_prof_blocks_init(void)
     return true;
 }
 
+/* Blocks come in a few page counts, half a power of two apart: with one
+ * list per exact count, a thread's 1 MiB cache filled with counts it was
+ * not asked for, and most samples went to the shared lists and their
+ * lock. */
 static size_t pages_of(size_t size)
 {
-    return size ? (size + PAGE - 1) / PAGE : 1;
+    size_t n = size ? (size + PAGE - 1) / PAGE : 1;
+    if (n <= 4)
+        return n;
+    size_t step = (size_t)1 << (63 - __builtin_clzll(n - 1) - 1); /* half the power of two below */
+    return (n + step - 1) & ~(step - 1);
 }
 
 static void push(uintptr_t *list, uintptr_t b)
