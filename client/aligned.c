@@ -21,7 +21,8 @@ void *hak_aligned(size_t align, size_t size, void *ra)
         return NULL;
     }
     size_t need = size > align ? size : align;
-    if (align <= HAK_UNIT_SIZE && need <= HAK_UNIT_SIZE) {
+    /* Not in secure mode: a slab block's header would misalign it. */
+    if (align <= HAK_UNIT_SIZE && need <= HAK_UNIT_SIZE && !hak_link_key) {
         size_t pow2 = (size_t)1 << (64 - __builtin_clzll(need - 1));
         return hak_malloc_inner(pow2);
     }

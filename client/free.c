@@ -32,12 +32,14 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
     const struct hak_class *k = &hak_classes[cls];
     if (!cls || !t->heap)
         hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
-    if (!hak_class_is_block(k, x))
-        hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
-    if (hak_link_key) {
-        hak_secure_free_local(p, cls);
+    if (hak_link_key) { /* its block starts a header before it */
+        if (x < HAK_SECURE_HDR || !hak_class_is_block(k, x - HAK_SECURE_HDR))
+            hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
+        hak_secure_free_local((char *)p - HAK_SECURE_HDR, cls);
         return;
     }
+    if (!hak_class_is_block(k, x))
+        hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
     if (p == tc->head)
         hak_fatal_pointer("free", p, "double free");
     *(void **)p = tc->head;
@@ -104,11 +106,18 @@ static HAK_NOINLINE void free_remote_slow(void *p, uintptr_t off, struct hak_hea
         owner = atomic_load(&hak_hot(idx)->owner);
     }
     unsigned unit, cls;
-    struct hak_slab *s = remote_slab(p, off, owner, &unit, &cls);
+    void *b = p; /* the block: in secure mode a header before p */
+    if (hak_link_key) {
+        if ((off & (HAK_SS_SIZE - 1)) < HAK_SECURE_HDR)
+            hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
+        b = (char *)p - HAK_SECURE_HDR;
+        off -= HAK_SECURE_HDR;
+    }
+    struct hak_slab *s = remote_slab(b, off, owner, &unit, &cls);
     if (hak_link_key)
-        hak_secure_mark_free(p, "free");
+        hak_secure_retire(b, cls, "free");
     struct hak_heap *idle = me && !hak_link_key ? hak_remote_free(&hak_tls, hak_remote_slot(idx, unit), s, p)
-                                                : hak_remote_push_one(s, p);
+                                                : hak_remote_push_one(s, b);
     if (idle)
         hak_heap_help_drain(idle);
     count_remote(cls);
@@ -207,7 +216,13 @@ HAK_API size_t hak_usable_size(const void *p)
     unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
     if ((!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED) || !cls)
         hak_fatal_pointer("malloc_usable_size", p, "not an allocated block");
-    if (!hak_class_is_block(&hak_classes[cls], slab_offset(off, hot, u)))
+    uint32_t x = slab_offset(off, hot, u);
+    if (hak_link_key) { /* the size asked for: the bytes after it are canaries */
+        if (x < HAK_SECURE_HDR || !hak_class_is_block(&hak_classes[cls], x - HAK_SECURE_HDR))
+            hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
+        return hak_secure_usable((const char *)p - HAK_SECURE_HDR, cls, "malloc_usable_size");
+    }
+    if (!hak_class_is_block(&hak_classes[cls], x))
         hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
     return hak_classes[cls].size;
 }

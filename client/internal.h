@@ -96,10 +96,14 @@ static inline void *hak_link_get(const void *slot)
 {
     return (void *)(*(const uintptr_t *)slot ^ hak_link_mask(slot));
 }
+/* A slab block in secure mode: HAK_SECURE_HDR bytes (size asked for, a
+ * canary) before the pointer malloc returns. */
+#define HAK_SECURE_HDR 16
 void hak_secure_init(void) HAK_HIDDEN;
 void *hak_secure_malloc(size_t size) HAK_HIDDEN;
-void hak_secure_free_local(void *p, unsigned cls) HAK_HIDDEN;
-void hak_secure_mark_free(void *p, const char *api) HAK_HIDDEN; /* aborts on a double free */
+void hak_secure_free_local(void *b, unsigned cls) HAK_HIDDEN; /* b: the block, header included */
+void hak_secure_retire(void *b, unsigned cls, const char *api) HAK_HIDDEN; /* checks, fills, marks; aborts on misuse */
+size_t hak_secure_usable(const void *b, unsigned cls, const char *api) HAK_HIDDEN; /* the size asked for */
 
 /* ---- sizeclass.c: the size-class table ---- */
 /* The tables every malloc and free reads, in one page at fixed offsets

@@ -27,12 +27,33 @@ static void test_mode_is_on(void **state)
     assert_true(hak_opt.secure == 1 && hak_link_key != 0);
     /* No thread cache: the fast paths are never taken. */
     assert_null(hak_tls.c[hak_size_class(8)].head);
-    /* A block handed out shows nothing of the free-list encoding. */
+    /* A block handed out shows nothing of the free-list encoding: fresh
+     * memory or the pattern of a freed block, after a header that holds
+     * the size asked for. */
     for (int i = 0; i < 100; i++) {
         uintptr_t *b = hak_malloc(48);
-        assert_int_equal(b[0], 0);
-        assert_int_equal(b[1], 0);
+        assert_int_equal(b[-2], 48);
+        for (int w = 0; w < 6; w++)
+            assert_true(b[w] == 0 || b[w] == 0xdfdfdfdfdfdfdfdfull);
     }
+    /* What is usable is what was asked for: the bytes after it are the
+     * canary's; aligned blocks stay aligned (a header would misalign a
+     * slab block: they are large blocks). */
+    for (size_t n = 1; n < 70000; n = n * 3 + 1) {
+        char *p = hak_malloc(n);
+        assert_int_equal(hak_usable_size(p), n);
+        memset(p, 0x77, n);
+        p = hak_realloc(p, n + 100);
+        assert_true(hak_usable_size(p) >= n + 100);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal((unsigned char)p[i], 0x77);
+        hak_free(p);
+    }
+    void *a = NULL;
+    assert_int_equal(hak_posix_memalign(&a, 64, 100), 0);
+    assert_int_equal((uintptr_t)a % 64, 0);
+    memset(a, 1, 100);
+    hak_free(a);
 }
 
 static _Atomic(uintptr_t) shared[256];
@@ -105,32 +126,80 @@ static void double_free_remote(void)
     pthread_join(t, NULL);
 }
 
-/* These use the 7 KiB class, which nothing else in this program uses, so
- * its first slab is fresh and blocks are carved one after the other. */
-#define ODD 7168
-static void overflow_into_next_link(void)
+/* Overflows and underflows, reported at free by the block's canaries. */
+static char sink[64];
+
+static void overflow_1_small(void)
 {
-    /* The second of two neighbours is freed; one byte written past the end
-     * of the first lands in the second's link. */
-    char *a = hak_malloc(ODD), *b = hak_malloc(ODD);
-    if (b != a + ODD)
-        _exit(3); /* the layout this test relies on */
-    hak_free(b);
-    a[ODD] ^= 0x5a;
-    void *again = hak_malloc(ODD); /* b comes back: its link is checked */
-    fprintf(stderr, "a=%p b=%p again=%p\n", (void *)a, (void *)b, again);
+    char *p = hak_malloc(8);
+    p[8] = 1;
+    hak_free(p);
+}
+
+static void overflow_32_memcpy_4k(void)
+{
+    char *p = hak_malloc(4096);
+    char *src = hak_malloc(4096 + 32);
+    memset(src, 'x', 4096 + 32);
+    memcpy(p, src, 4096 + 32);
+    hak_free(p);
+}
+
+static void overflow_32_memcpy_small(void)
+{
+    char *p = hak_malloc(8);
+    memcpy(p, sink, 40);
+    hak_free(p);
+}
+
+static void underflow_1_small(void)
+{
+    char *p = hak_malloc(8);
+    p[-1] ^= 1;
+    hak_free(p);
+}
+
+static void underflow_32_memcpy_4k(void)
+{
+    char *p = hak_malloc(4096);
+    memcpy(p - 32, sink, 32);
+    hak_free(p);
+}
+
+/* Writes after free, reported when the block is handed out again. */
+static void write_after_free_small(void)
+{
+    char *p = hak_malloc(24), *keep = hak_malloc(24);
+    (void)keep;
+    hak_free(p);
+    p[10] = 'w';
+    void *again = hak_malloc(24); /* p's block comes back */
+    fprintf(stderr, "p=%p again=%p\n", (void *)p, again);
+    _exit(4);
+}
+
+static void zeroing_after_free_mid(void)
+{
+    size_t n = 128 * 1024;
+    char *p = hak_malloc(n), *keep = hak_malloc(n);
+    (void)keep;
+    hak_free(p);
+    memset(p, 0, n);
+    void *again = hak_malloc(n);
+    fprintf(stderr, "p=%p again=%p\n", (void *)p, again);
     _exit(4);
 }
 
 static void use_after_free_write(void)
 {
-    char *p = hak_malloc(ODD), *q = hak_malloc(ODD), *keep = hak_malloc(ODD);
+    char *p = hak_malloc(100), *q = hak_malloc(100), *keep = hak_malloc(100);
     (void)keep;
     hak_free(q);
     hak_free(p);
-    memset(p, 0x41, 8); /* the freed block's link */
-    void *x = hak_malloc(ODD);
-    (void)x;
+    memset(p - HAK_SECURE_HDR, 0x41, 8); /* the freed block's link */
+    void *x = hak_malloc(100);
+    void *y = hak_malloc(100);
+    fprintf(stderr, "x=%p y=%p\n", x, y);
     _exit(4);
 }
 
@@ -145,9 +214,19 @@ static void test_misuse_is_caught(void **state)
     (void)state;
     expect_abort(double_free_later, "double free");
     expect_abort(double_free_remote, "double free");
-    expect_abort(overflow_into_next_link, "free list corrupted");
     expect_abort(use_after_free_write, "free list corrupted");
     expect_abort(free_interior, "not the start of a block");
+    expect_abort(overflow_1_small, "heap overflow");
+    assert_non_null(strstr(err, "free(0x"));
+    assert_non_null(strstr(err, "(block of 8 bytes)"));
+    expect_abort(overflow_32_memcpy_small, "heap overflow");
+    expect_abort(overflow_32_memcpy_4k, "heap overflow");
+    assert_non_null(strstr(err, "(block of 4096 bytes)"));
+    expect_abort(underflow_1_small, "heap underflow");
+    expect_abort(underflow_32_memcpy_4k, "heap underflow");
+    expect_abort(write_after_free_small, "write after free");
+    assert_non_null(strstr(err, "malloc(0x"));
+    expect_abort(zeroing_after_free_mid, "write after free");
 }
 
 int main(int argc, char **argv)
