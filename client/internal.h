@@ -100,6 +100,7 @@ static inline void *hak_link_get(const void *slot)
  * canary) before the pointer malloc returns. */
 #define HAK_SECURE_HDR 16
 void hak_secure_init(void) HAK_HIDDEN;
+void hak_crash_init(void) HAK_HIDDEN; /* crash.c: the SIGSEGV/SIGBUS report */
 void *hak_secure_malloc(size_t size) HAK_HIDDEN;
 void hak_secure_free_local(void *b, unsigned cls) HAK_HIDDEN; /* b: the block, header included */
 void hak_secure_retire(void *b, unsigned cls, const char *api) HAK_HIDDEN; /* checks, fills, marks; aborts on misuse */
@@ -157,6 +158,8 @@ int hak_os_decommit_file(void *p, size_t size, bool shared) HAK_HIDDEN;
 void *hak_os_map(size_t size) HAK_HIDDEN;                    /* fresh read-write pages */
 void *hak_os_map_noreserve(size_t size) HAK_HIDDEN;          /* same, no commit charge */
 void *hak_os_map_guarded(size_t size) HAK_HIDDEN;            /* with guard pages around */
+void *hak_os_map_fenced(size_t size, size_t align, size_t guard) HAK_HIDDEN; /* aligned, guards each side */
+int hak_os_seal(void *p, size_t size) HAK_HIDDEN;              /* pages back, range PROT_NONE */
 int hak_os_unmap(void *p, size_t size) HAK_HIDDEN;
 void *hak_os_remap(void *p, size_t old, size_t len) HAK_HIDDEN;
 uint64_t hak_os_calls(enum hak_os_call call) HAK_HIDDEN;
@@ -361,6 +364,7 @@ void *hak_aligned(size_t align, size_t size, void *ra) HAK_HIDDEN; /* ra: for th
 void *hak_large_alloc(size_t size, size_t align, bool zero) HAK_HIDDEN;
 bool hak_large_free(void *p) HAK_HIDDEN;          /* false: not a large block */
 size_t hak_large_usable(const void *p) HAK_HIDDEN; /* 0: not a large block */
+bool hak_large_near(uintptr_t a, uintptr_t *block, size_t *len, bool *freed) HAK_HIDDEN; /* crash report */
 void *hak_large_resize(void *p, size_t size) HAK_HIDDEN;
 size_t hak_large_trim(void) HAK_HIDDEN;
 size_t hak_large_decay(void) HAK_HIDDEN; /* cached mappings past the decay, if the lock is free */
@@ -397,6 +401,7 @@ struct hak_options {
     uint64_t decay_ms;       /* HAKMEM_DECAY_MS */
     uint64_t stats;          /* HAKMEM_STATS */
     uint64_t secure;         /* HAKMEM_SECURE */
+    uint64_t crash_report;   /* HAKMEM_CRASH_REPORT */
     uint64_t large_cache_mb; /* HAKMEM_LARGE_CACHE_MB */
     uint64_t thread_cache_kb; /* HAKMEM_THREAD_CACHE_KB */
     uint64_t pagerd;         /* HAKMEM_PAGERD: HAK_PAGERD_* */

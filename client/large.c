@@ -4,7 +4,13 @@
  * in front of it. A small cache of freed mappings lets a loop of large
  * malloc/free reuse them instead of calling mmap and munmap every time;
  * cached mappings are returned to the OS after HAKMEM_DECAY_MS, or at once
- * by malloc_trim. Large blocks are rare, so a lock is fine here. */
+ * by malloc_trim. Large blocks are rare, so a lock is fine here.
+ *
+ * In secure mode a large block has GUARD inaccessible bytes on either side
+ * (an overflow or underflow of up to a megabyte faults), mappings are never
+ * reused, and a freed block's pages go back while its range stays
+ * reserved and inaccessible in a quarantine of QUARANTINE_SLOTS blocks,
+ * oldest unmapped first: a write after free faults. */
 #include <string.h>
 
 #include "internal.h"
@@ -22,6 +28,8 @@ struct cached_map {
 };
 
 #define CACHE_SLOTS 16
+#define QUARANTINE_SLOTS 1024
+#define GUARD HAK_SS_SIZE /* secure mode: as between SuperSlabs */
 #define CACHE_FIT_SLACK 4 /* reuse a mapping at most 1/4 larger than needed */
 
 static struct {
@@ -32,7 +40,47 @@ static struct {
     size_t cached_bytes;
     uint64_t live_bytes;
     uint64_t returned_bytes; /* freed mappings unmapped since start */
+    struct cached_map quarantine[QUARANTINE_SLOTS]; /* secure mode: freed, inaccessible */
+    size_t quarantine_next;
 } lg = {.lock = HAK_LOCK_INIT};
+
+/* Secure mode: the freed block's range joins the quarantine; the oldest
+ * there is unmapped, its guard pages with it. lg.lock held. */
+static void quarantine_put(uintptr_t base, size_t len)
+{
+    hak_os_seal((void *)base, len);
+    struct cached_map *q = &lg.quarantine[lg.quarantine_next];
+    if (q->base)
+        hak_os_unmap((void *)(q->base - GUARD), q->len + 2 * GUARD);
+    *q = (struct cached_map){base, len, 0};
+    lg.quarantine_next = (lg.quarantine_next + 1) % QUARANTINE_SLOTS;
+    lg.returned_bytes += len;
+}
+
+/* For the crash report: the large block (live or in the quarantine)
+ * whose range or guard pages hold a; no lock (a signal handler). */
+bool hak_large_near(uintptr_t a, uintptr_t *block, size_t *len, bool *freed)
+{
+    for (size_t i = 0; i < QUARANTINE_SLOTS; i++) {
+        const struct cached_map *q = &lg.quarantine[i];
+        if (q->base && a + GUARD >= q->base && a < q->base + q->len + GUARD) {
+            *block = q->base;
+            *len = q->len;
+            *freed = true;
+            return true;
+        }
+    }
+    for (size_t i = 0; lg.tab && i < lg.cap; i++) {
+        const struct large_entry *e = &lg.tab[i];
+        if (e->ptr > 1 && a + GUARD >= e->ptr && a < e->ptr + e->len + GUARD) {
+            *block = e->ptr;
+            *len = e->len;
+            *freed = false;
+            return true;
+        }
+    }
+    return false;
+}
 
 static size_t hash_slot(uintptr_t p, size_t cap)
 {
@@ -210,12 +258,12 @@ void *hak_large_alloc(size_t size, size_t align, bool zero)
     struct cached_map m = {0, 0, 0};
     hak_lock(&lg.lock);
     cache_purge(false, hak_now_ns());
-    if (align == page)
+    if (align == page && !hak_link_key)
         m = cache_take(len);
     hak_unlock(&lg.lock);
     bool fresh = !m.base;
     if (fresh) {
-        m.base = map_aligned(len, align);
+        m.base = hak_link_key ? (uintptr_t)hak_os_map_fenced(len, align, GUARD) : map_aligned(len, align);
         m.len = len;
         if (!m.base) {
             errno = ENOMEM;
@@ -228,7 +276,10 @@ void *hak_large_alloc(size_t size, size_t align, bool zero)
         lg.live_bytes += m.len;
     hak_unlock(&lg.lock);
     if (!ok) {
-        hak_os_unmap((void *)m.base, m.len);
+        if (hak_link_key)
+            hak_os_unmap((void *)(m.base - GUARD), m.len + 2 * GUARD);
+        else
+            hak_os_unmap((void *)m.base, m.len);
         errno = ENOMEM;
         return NULL;
     }
@@ -252,7 +303,10 @@ bool hak_large_free(void *p)
     lg.tomb++;
     lg.live_bytes -= len;
     uint64_t now = hak_now_ns();
-    cache_put((uintptr_t)p, len, now);
+    if (hak_link_key)
+        quarantine_put((uintptr_t)p, len);
+    else
+        cache_put((uintptr_t)p, len, now);
     cache_purge(false, now);
     hak_unlock(&lg.lock);
     if (unlikely(prof))

@@ -33,6 +33,8 @@ static const struct option_def options[] = {
     {"HAKMEM_THREAD_CACHE_KB", OPT_NUM, &hak_opt.thread_cache_kb, 4096, 64, 1u << 20, "KiB", NULL, NULL},
     /* 1 = secure mode: encoded free-list links, double-free check on every free */
     {"HAKMEM_SECURE", OPT_NUM, &hak_opt.secure, 0, 0, 1, "0/1", NULL, NULL},
+    /* 1 = a one-line report of a SIGSEGV or SIGBUS (always on in secure mode) */
+    {"HAKMEM_CRASH_REPORT", OPT_NUM, &hak_opt.crash_report, 0, 0, 1, "0/1", NULL, NULL},
     /* 1 = print statistics at exit */
     {"HAKMEM_STATS", OPT_NUM, &hak_opt.stats, 0, 0, 1, "0/1", NULL, NULL},
     /* use the page daemon: auto (if its socket exists), on (and warn if not), off */

@@ -175,6 +175,49 @@ void *hak_os_map_guarded(size_t size)
     return p + page;
 }
 
+/* size bytes (page multiple) aligned to align (a page or more) with an
+ * inaccessible range of guard bytes (a page multiple) on either side: a
+ * block running off either end, or written at up to guard bytes beyond,
+ * faults there. Released with hak_os_unmap(block - guard, size + 2 guard). */
+void *hak_os_map_fenced(size_t size, size_t align, size_t guard)
+{
+    size_t len = size + 2 * guard + (align > guard ? align : 0);
+    int saved = errno;
+    /* Inaccessible first, the block then made writable: the guards are
+     * never charged to the commit limit. */
+    char *p = count_or_fail(HAK_OS_MMAP) ? MAP_FAILED : mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        errno = saved;
+        return NULL;
+    }
+    uintptr_t block = ((uintptr_t)p + guard + align - 1) & ~(uintptr_t)(align - 1);
+    char *lo = (char *)block - guard, *hi = (char *)block + size + guard;
+    if (lo > p)
+        munmap(p, (size_t)(lo - p));
+    if (p + len > hi)
+        munmap(hi, (size_t)(p + len - hi));
+    count(HAK_OS_MPROTECT);
+    if (mprotect((void *)block, size, PROT_READ | PROT_WRITE) != 0) {
+        munmap(lo, size + 2 * guard);
+        errno = saved;
+        return NULL;
+    }
+    errno = saved;
+    return (void *)block;
+}
+
+/* Pages given back, the range kept but made inaccessible: any access
+ * faults. */
+int hak_os_seal(void *p, size_t size)
+{
+    int saved = errno;
+    count(HAK_OS_MADVISE);
+    madvise(p, size, MADV_DONTNEED);
+    int rc = count_or_fail(HAK_OS_MPROTECT) ? -1 : mprotect(p, size, PROT_NONE);
+    errno = saved;
+    return rc;
+}
+
 /* Bytes of [p, p + len) in memory (mincore): for a file mapping, the
  * file's pages, so those the daemon pre-faulted for us count too. Not a
  * counted call: it maps and releases nothing. */

@@ -39,24 +39,29 @@ static uint32_t clean_pop(void)
     return idx;
 }
 
-/* Carve a batch of fresh SuperSlabs from the arena onto the clean list. */
+/* Carve a batch of fresh SuperSlabs from the arena onto the clean list.
+ * In secure mode the run is twice as long and only its odd SuperSlabs are
+ * used: the even ones (a run starts even) stay inaccessible, guards, so an
+ * overflow or underflow of a megabyte from any block faults at once. */
 static bool extend(unsigned want)
 {
-    uint32_t n = emb.next_batch > want ? emb.next_batch : want;
-    uint32_t first = hak_arena_extend(n);
+    uint32_t n = emb.next_batch > want ? emb.next_batch : want, guarded = hak_link_key ? 1 : 0;
+    uint32_t first = hak_arena_extend(n << guarded);
     if (first == HAK_NO_SS && n > want)
-        first = hak_arena_extend(n = want);
+        first = hak_arena_extend((n = want) << guarded);
     if (first == HAK_NO_SS)
         return false;
-    if (hak_os_commit(hak_ss_addr(first), (size_t)n << HAK_SS_SHIFT) != 0)
-        return false; /* the indices stay unused; the commit limit is reached */
+    first += guarded;
+    for (uint32_t i = 0; i < (guarded ? n : 1); i++)
+        if (hak_os_commit(hak_ss_addr(first + 2 * i), (size_t)(guarded ? 1 : n) << HAK_SS_SHIFT) != 0)
+            return false; /* the indices stay unused; the commit limit is reached */
     /* HAKMEM_THP: a run starts 2 MiB-aligned (hak_arena_extend), so each
      * pair of its SuperSlabs can be one huge page; freed units split it. */
-    if (hak_opt.thp)
+    if (hak_opt.thp && !guarded)
         hak_os_huge(hak_ss_addr(first), (size_t)n << HAK_SS_SHIFT);
     for (uint32_t i = n; i-- > 0;) {
-        hak_arena_ss_init(first + i);
-        clean_push(first + i);
+        hak_arena_ss_init(first + (i << guarded));
+        clean_push(first + (i << guarded));
     }
     emb.extends++;
     if (emb.next_batch < BATCH_MAX)

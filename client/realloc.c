@@ -27,7 +27,8 @@ HAK_API void *hak_realloc(void *p, size_t size)
     size_t have = hak_usable_size(p); /* also rejects a pointer not ours */
     if (size <= have && size > have / 2)
         return p;
-    if (size > HAK_MID_MAX && !hak_in_arena(p) && !hak_prof_owns(p))
+    /* Not in secure mode: moved pages would leave their guard pages. */
+    if (size > HAK_MID_MAX && !hak_in_arena(p) && !hak_prof_owns(p) && !hak_link_key)
         return hak_large_resize(p, size);
     void *q = fresh(size, __builtin_return_address(0));
     if (!q)

@@ -52,6 +52,11 @@ void hak_secure_init(void)
     mark_key = (uintptr_t)(b | 1);
     canary_key = (uintptr_t)((a * 0x9E3779B97F4A7C15ull) ^ (b >> 7)) | 1;
     tail_fill = (uint8_t)(canary_key >> 56) | 1;
+    /* The daemon's SuperSlabs lie side by side in its file: no room for
+     * the guards between them (provider_embedded.c). */
+    if (hak_opt.pagerd == HAK_PAGERD_ON)
+        hak_warn("HAKMEM_PAGERD=on ignored: the secure mode provisions in-process, with guards");
+    hak_opt.pagerd = HAK_PAGERD_OFF;
 }
 
 /* n bytes at p all equal to c? Whole words, no early exit: the loop is

@@ -123,6 +123,26 @@ else
     cat "$work/stats.err"
 fi
 
+# HAKMEM_CRASH_REPORT=1: a crash gets one line before the default action
+# (a program's own SIGSEGV handler is left alone: python's faulthandler is
+# off by default).
+LD_PRELOAD="$lib" HAKMEM_CRASH_REPORT=1 python3 -c 'import ctypes; ctypes.string_at(8)' >/dev/null 2>"$work/crash.err"
+rc=$?
+if [ "$rc" -eq 139 ] && grep -q "^hakmem: SIGSEGV at 0x8: not in the heap$" "$work/crash.err"; then
+    pass "HAKMEM_CRASH_REPORT=1: one line, then the default action"
+else
+    fail "HAKMEM_CRASH_REPORT=1: one line, then the default action (exit $rc)"
+    cat "$work/crash.err"
+fi
+LD_PRELOAD="$lib" python3 -c 'import ctypes; ctypes.string_at(8)' >/dev/null 2>"$work/crash.err"
+rc=$?
+if [ "$rc" -eq 139 ] && ! grep -q "hakmem" "$work/crash.err"; then
+    pass "no crash report unless asked"
+else
+    fail "no crash report unless asked (exit $rc)"
+    cat "$work/crash.err"
+fi
+
 # A bad value: one warning line naming the variable, then the default.
 LD_PRELOAD="$lib" HAKMEM_DECAY_MS=soon sh -c 'echo ok' >"$work/opt.out" 2>"$work/opt.err"
 if [ "$(cat "$work/opt.out")" = ok ] && [ "$(grep -c "HAKMEM_DECAY_MS='soon'" "$work/opt.err")" -eq 1 ] &&

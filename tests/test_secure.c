@@ -203,10 +203,107 @@ static void use_after_free_write(void)
     _exit(4);
 }
 
+/* A megabyte past either end of a block runs into a guard: the fault is
+ * reported, then the default action (SIGSEGV) ends the program. */
+#define MIB (1u << 20)
+
+/* The compiler may drop stores to a block nobody reads (malloc's
+ * attribute tells it no one else can see it): this one is seen. */
+static void escape(void *p)
+{
+    __asm__ volatile("" : : "r"(p) : "memory");
+}
+
+static void overflow_1mib_small(void)
+{
+    char *p = hak_malloc(8);
+    memset(p, 'o', MIB + 8);
+    escape(p);
+}
+
+static void underflow_1mib_4k(void)
+{
+    char *p = hak_malloc(4096);
+    memset(p - MIB, 'u', MIB);
+    escape(p);
+}
+
+static void overflow_1mib_large(void)
+{
+    char *p = hak_malloc(MIB);
+    memset(p, 'o', 2 * MIB);
+    escape(p);
+}
+
+static void underflow_1mib_large(void)
+{
+    char *p = hak_malloc(300 * 1024);
+    memset(p - MIB, 'u', MIB);
+    escape(p);
+}
+
+static void write_after_free_large(void)
+{
+    char *p = hak_malloc(256 * 1024); /* a large block here: the canaries make it one */
+    hak_free(p);
+    p[1000] = 'w';
+    escape(p);
+}
+
+/* cmocka catches SIGSEGV in its tests; the child runs as a program
+ * would, with the allocator's report in place of cmocka's. */
+static void (*faulting)(void);
+
+static void as_a_program(void)
+{
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGBUS, SIG_DFL);
+    hak_crash_init();
+    faulting();
+}
+
+static void expect_fault(void (*fn)(void), const char *needle)
+{
+    faulting = fn;
+    if (!run_expect_signal(as_a_program, SIGSEGV, err, sizeof err))
+        fail_msg("no SIGSEGV where \"%s\" was expected; stderr: %s", needle, err);
+    if (!strstr(err, needle))
+        fail_msg("expected \"%s\" in: %s", needle, err);
+    assert_non_null(strstr(err, "hakmem: SIGSEGV at 0x"));
+}
+
+static void test_guards_fault_and_are_reported(void **state)
+{
+    (void)state;
+    expect_fault(overflow_1mib_small, "heap overflow or underflow into a guard range between SuperSlabs; nearest "
+                                      "blocks: below 0x");
+    expect_fault(underflow_1mib_4k, "heap overflow or underflow into a guard range between SuperSlabs");
+    assert_non_null(strstr(err, "above 0x"));
+    expect_fault(overflow_1mib_large, "heap overflow of the large block 0x");
+    assert_non_null(strstr(err, " (1048576 bytes)"));
+    expect_fault(underflow_1mib_large, "heap underflow of the large block");
+    expect_fault(write_after_free_large, "use after free of the large block");
+}
+
 static void free_interior(void)
 {
     char *p = hak_malloc(64);
     hak_free(p + 16);
+}
+
+/* Frees of addresses near a real block: the next one's start, the
+ * header before it. */
+static void free_near_small(void)
+{
+    char *p = hak_malloc(8), *q = hak_malloc(8);
+    (void)q;
+    hak_free(p + 16);
+}
+
+static void free_near_4k(void)
+{
+    char *p = hak_malloc(4096);
+    hak_free(p - 16);
 }
 
 static void test_misuse_is_caught(void **state)
@@ -227,6 +324,8 @@ static void test_misuse_is_caught(void **state)
     expect_abort(write_after_free_small, "write after free");
     assert_non_null(strstr(err, "malloc(0x"));
     expect_abort(zeroing_after_free_mid, "write after free");
+    expect_abort(free_near_small, "not the start of a block");
+    expect_abort(free_near_4k, "not the start of a block");
 }
 
 int main(int argc, char **argv)
@@ -241,6 +340,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mode_is_on),
         cmocka_unit_test(test_ordinary_use_across_threads),
         cmocka_unit_test(test_misuse_is_caught),
+        cmocka_unit_test(test_guards_fault_and_are_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

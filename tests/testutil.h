@@ -150,7 +150,8 @@ static inline long own_kib(void)
 
 /* Run fn in a child; return its stderr (up to cap bytes) and whether it
  * died of SIGABRT. */
-static inline int run_expect_abort(void (*fn)(void), char *err, size_t cap)
+/* Run fn in a child; true if it died of signal sig. Its stderr in err. */
+static inline int run_expect_signal(void (*fn)(void), int sig, char *err, size_t cap)
 {
     int pipefd[2];
     if (pipe(pipefd) != 0)
@@ -171,9 +172,14 @@ static inline int run_expect_abort(void (*fn)(void), char *err, size_t cap)
     close(pipefd[0]);
     int status = 0;
     waitpid(pid, &status, 0);
-    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT) && got + 40 < cap)
+    if (!(WIFSIGNALED(status) && WTERMSIG(status) == sig) && got + 40 < cap)
         snprintf(err + got, cap - got, "[child status %#x]", status);
-    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+    return WIFSIGNALED(status) && WTERMSIG(status) == sig;
+}
+
+static inline int run_expect_abort(void (*fn)(void), char *err, size_t cap)
+{
+    return run_expect_signal(fn, SIGABRT, err, cap);
 }
 
 #endif
