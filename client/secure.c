@@ -12,14 +12,17 @@
  *     unchecked link. The default fast paths never run: their cache stays
  *     empty with capacity 0;
  *   - canaries: a slab block carries 16 bytes before what malloc returns
- *     (the size asked for and a keyed word) and at least 8 after it (keyed
- *     bytes to the block's end), checked at free: an overflow or underflow
- *     of the block is reported there, with its address and size. Aligned
- *     requests above 16 bytes are large blocks (the header would misalign
- *     them);
+ *     (the size asked for and a keyed word) and at least 8 after it (a
+ *     keyed word, then a keyed byte to the block's end), checked at free:
+ *     an overflow or underflow of the block is reported there, with its
+ *     address and size. Aligned requests above 16 bytes are large blocks
+ *     (the header would misalign them);
  *   - a freed block's bytes are filled with FILL and checked when the block
  *     is handed out again: a write (or zeroing) after free is reported.
- * Guard pages around the metadata are there in both modes (arena.c). */
+ * Guards between SuperSlabs (provider_embedded.c) and around large blocks,
+ * and the quarantine of freed large blocks (large.c), are the secure
+ * mode's too; guard pages around the metadata are there in both modes
+ * (arena.c). */
 #include <string.h>
 #include <sys/auxv.h>
 
