@@ -187,6 +187,8 @@ void hak_stats_snapshot(struct hak_stats *s, bool resident)
         s->metadata = hak_arena_meta_resident() + hak_heap_resident();
     }
     uint64_t arena = (uint64_t)__atomic_load_n(&hak_arena.cursor, __ATOMIC_ACQUIRE) << HAK_SS_SHIFT;
+    if (hak_link_key)
+        arena /= 2; /* every other SuperSlab a guard, never mapped */
     s->mapped = arena + s->large_bytes + s->large_cached + sampled + s->metadata;
     if (s->mapped < s->resident)
         s->mapped = s->resident;
