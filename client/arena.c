@@ -86,10 +86,13 @@ static int commit_meta(uint32_t from, uint32_t to)
 
 /* The side tables' pages come in a chunk at a time, with one madvise: a
  * growing heap otherwise takes a page fault every third SuperSlab, each
- * as dear as a 4 KiB page of the heap itself. */
+ * as dear as a 4 KiB page of the heap itself. Not for a heap's first
+ * META_SMALL SuperSlabs: a small program keeps its few pages. */
 #define META_CHUNK_SS 64u
 #define META_CHUNKS (16384 * GIB / HAK_SS_SIZE / META_CHUNK_SS)
+#define META_SMALL 16u
 static _Atomic uint64_t meta_ready[META_CHUNKS / 64];
+static _Atomic uint32_t meta_inits;
 
 static void meta_populate(uint32_t idx)
 {
@@ -116,7 +119,8 @@ static void meta_populate(uint32_t idx)
  * for the first time. */
 void hak_arena_ss_init(uint32_t idx)
 {
-    meta_populate(idx);
+    if (atomic_fetch_add_explicit(&meta_inits, 1, HAK_RELAXED) >= META_SMALL)
+        meta_populate(idx);
     struct hak_ss *ss = &hak_arena.cold[idx];
     atomic_store_explicit(&hak_arena.hot[idx].owner, HAK_OWNER_FREE, HAK_RELAXED);
     for (unsigned u = 0; u < HAK_UNITS; u++) {
