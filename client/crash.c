@@ -9,28 +9,15 @@
 
 #include "internal.h"
 
-static char *put(char *q, char *e, const char *s)
-{
-    while (*s && q < e)
-        *q++ = *s++;
-    return q;
-}
-
-static char *put_hex(char *q, char *e, uintptr_t v)
-{
-    char num[24];
-    hak_fmt_hex(num, v);
-    return put(q, e, num);
-}
+#define put hak_append
 
 static char *put_block(char *q, char *e, uintptr_t p, size_t size)
 {
     char num[24];
-    q = put_hex(q, e, p);
-    q = put(q, e, " (");
+    hak_fmt_hex(num, p);
+    q = put(put(q, e, num), e, " (");
     hak_fmt_u64(num, size);
-    q = put(q, e, num);
-    return put(q, e, " bytes)");
+    return put(put(q, e, num), e, " bytes)");
 }
 
 /* The first (first = true) or last block of the slabs of SuperSlab idx,
@@ -83,11 +70,11 @@ static void on_fault(int sig, siginfo_t *si, void *ctx)
     (void)ctx;
     char line[320], *e = line + sizeof line - 2;
     char *q = put(line, e, sig == SIGBUS ? "hakmem: SIGBUS at " : "hakmem: SIGSEGV at ");
-    q = put_hex(q, e, (uintptr_t)si->si_addr);
-    q = put(q, e, ": ");
+    char num[24];
+    hak_fmt_hex(num, (uintptr_t)si->si_addr);
+    q = put(put(q, e, num), e, ": ");
     q = describe(q, e, (uintptr_t)si->si_addr);
-    *q++ = '\n';
-    *q = 0;
+    put(q, e + 1, "\n");
     hak_write_str(2, line);
     /* SA_RESETHAND: returning runs the faulting instruction again, which
      * now meets the default action. */

@@ -33,7 +33,7 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
     if (!cls || !t->heap)
         hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
     if (hak_link_key) { /* its block starts a header before it */
-        if (x < HAK_SECURE_HDR || !hak_class_is_block(k, x - HAK_SECURE_HDR))
+        if (!hak_secure_at_block(k, x))
             hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
         hak_secure_free_local((char *)p - HAK_SECURE_HDR, cls);
         return;
@@ -218,7 +218,7 @@ HAK_API size_t hak_usable_size(const void *p)
         hak_fatal_pointer("malloc_usable_size", p, "not an allocated block");
     uint32_t x = slab_offset(off, hot, u);
     if (hak_link_key) { /* the size asked for: the bytes after it are canaries */
-        if (x < HAK_SECURE_HDR || !hak_class_is_block(&hak_classes[cls], x - HAK_SECURE_HDR))
+        if (!hak_secure_at_block(&hak_classes[cls], x))
             hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
         return hak_secure_usable((const char *)p - HAK_SECURE_HDR, cls, "malloc_usable_size");
     }

@@ -35,6 +35,7 @@ void hak_warn(const char *msg) HAK_HIDDEN;
 void hak_write_str(int fd, const char *s) HAK_HIDDEN;
 char *hak_fmt_u64(char *buf, uint64_t v) HAK_HIDDEN;  /* returns end */
 char *hak_fmt_hex(char *buf, uintptr_t v) HAK_HIDDEN;
+char *hak_append(char *dst, char *end, const char *s) HAK_HIDDEN; /* up to end; returns the new end */
 
 /* ---- arena.c: the reserved address range and its side tables ---- */
 struct hak_arena {
@@ -138,6 +139,12 @@ static inline bool hak_class_is_block(const struct hak_class *k, uint32_t x)
 {
     return hak_rotr32(x * k->inv, k->shift) < k->capacity;
 }
+/* Secure mode (secure.c): x, an offset in a slab of class k, is where
+ * malloc put a block's bytes (a header before them). */
+static inline bool hak_secure_at_block(const struct hak_class *k, uint32_t x)
+{
+    return x >= HAK_SECURE_HDR && hak_class_is_block(k, x - HAK_SECURE_HDR);
+}
 
 /* ---- os.c: every system call that maps or releases memory ---- */
 enum hak_os_call { HAK_OS_MMAP, HAK_OS_MUNMAP, HAK_OS_MPROTECT, HAK_OS_MADVISE, HAK_OS_SOCKET, HAK_OS_NCALLS };
@@ -158,7 +165,7 @@ int hak_os_decommit_file(void *p, size_t size, bool shared) HAK_HIDDEN;
 void *hak_os_map(size_t size) HAK_HIDDEN;                    /* fresh read-write pages */
 void *hak_os_map_noreserve(size_t size) HAK_HIDDEN;          /* same, no commit charge */
 void *hak_os_map_guarded(size_t size) HAK_HIDDEN;            /* with guard pages around */
-void *hak_os_map_fenced(size_t size, size_t align, size_t guard) HAK_HIDDEN; /* aligned, guards each side */
+void *hak_os_map_fenced(size_t size, size_t align, size_t guard, bool noreserve) HAK_HIDDEN; /* aligned, guards each side */
 int hak_os_seal(void *p, size_t size) HAK_HIDDEN;              /* pages back, range PROT_NONE */
 int hak_os_unmap(void *p, size_t size) HAK_HIDDEN;
 void *hak_os_remap(void *p, size_t old, size_t len) HAK_HIDDEN;

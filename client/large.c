@@ -263,7 +263,7 @@ void *hak_large_alloc(size_t size, size_t align, bool zero)
     hak_unlock(&lg.lock);
     bool fresh = !m.base;
     if (fresh) {
-        m.base = hak_link_key ? (uintptr_t)hak_os_map_fenced(len, align, GUARD) : map_aligned(len, align);
+        m.base = hak_link_key ? (uintptr_t)hak_os_map_fenced(len, align, GUARD, false) : map_aligned(len, align);
         m.len = len;
         if (!m.base) {
             errno = ENOMEM;

@@ -153,39 +153,25 @@ void *hak_os_map_noreserve(size_t size)
 
 /* size bytes of read-write memory between two inaccessible guard pages, so
  * that a stray write running off either end of metadata faults instead of
- * corrupting its neighbour. */
+ * corrupting its neighbour. Reserved as it is touched (MAP_NORESERVE). */
 void *hak_os_map_guarded(size_t size)
 {
     size_t page = hak_os_page_size();
-    int saved = errno;
-    char *p = count_or_fail(HAK_OS_MMAP)
-                  ? MAP_FAILED
-                  : mmap(NULL, size + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) {
-        errno = saved;
-        return NULL;
-    }
-    count(HAK_OS_MPROTECT);
-    if (mprotect(p + page, size, PROT_READ | PROT_WRITE) != 0) {
-        munmap(p, size + 2 * page);
-        errno = saved;
-        return NULL;
-    }
-    errno = saved;
-    return p + page;
+    return hak_os_map_fenced(size, page, page, true);
 }
 
 /* size bytes (page multiple) aligned to align (a page or more) with an
  * inaccessible range of guard bytes (a page multiple) on either side: a
  * block running off either end, or written at up to guard bytes beyond,
  * faults there. Released with hak_os_unmap(block - guard, size + 2 guard). */
-void *hak_os_map_fenced(size_t size, size_t align, size_t guard)
+void *hak_os_map_fenced(size_t size, size_t align, size_t guard, bool noreserve)
 {
     size_t len = size + 2 * guard + (align > guard ? align : 0);
     int saved = errno;
     /* Inaccessible first, the block then made writable: the guards are
      * never charged to the commit limit. */
-    char *p = count_or_fail(HAK_OS_MMAP) ? MAP_FAILED : mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | (noreserve ? MAP_NORESERVE : 0);
+    char *p = count_or_fail(HAK_OS_MMAP) ? MAP_FAILED : mmap(NULL, len, PROT_NONE, flags, -1, 0);
     if (p == MAP_FAILED) {
         errno = saved;
         return NULL;

@@ -47,7 +47,7 @@ char *hak_fmt_hex(char *buf, uintptr_t v)
     return buf;
 }
 
-static char *append(char *dst, const char *end, const char *s)
+char *hak_append(char *dst, char *end, const char *s)
 {
     while (*s && dst < end)
         *dst++ = *s++;
@@ -58,14 +58,14 @@ static char *append(char *dst, const char *end, const char *s)
 void hak_fatal_pointer(const char *api, const void *p, const char *why)
 {
     char line[256], num[24], *e = line + sizeof line - 2;
-    char *q = append(line, e, "hakmem: ");
-    q = append(q, e, api);
-    q = append(q, e, "(");
+    char *q = hak_append(line, e, "hakmem: ");
+    q = hak_append(q, e, api);
+    q = hak_append(q, e, "(");
     hak_fmt_hex(num, (uintptr_t)p);
-    q = append(q, e, num);
-    q = append(q, e, "): ");
-    q = append(q, e, why);
-    q = append(q, e, "\n");
+    q = hak_append(q, e, num);
+    q = hak_append(q, e, "): ");
+    q = hak_append(q, e, why);
+    q = hak_append(q, e, "\n");
     hak_write_str(2, line);
     abort();
 }

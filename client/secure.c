@@ -83,12 +83,9 @@ static bool bytes_are(const void *p, size_t n, uint8_t c)
 /* "what" and a block's size, for a report: "what (block of N bytes)". */
 static void fatal_sized(const char *api, const void *p, const char *what, const char *of, size_t size)
 {
-    char why[192], *q = why;
-    size_t n = strlen(what), m = strlen(of);
-    memcpy(q, what, n);
-    memcpy(q + n, of, m);
-    q = hak_fmt_u64(q + n + m, size);
-    memcpy(q, " bytes)", 8);
+    char why[192], num[24], *e = why + sizeof why - 1;
+    hak_fmt_u64(num, size);
+    hak_append(hak_append(hak_append(hak_append(why, e, what), e, of), e, num), e, " bytes)");
     hak_fatal_pointer(api, p, why);
 }
 

@@ -490,12 +490,9 @@ static void test_stalled_daemon_costs_one_superslab_at_a_time(void **state)
     child_line(&c, line, sizeof line, "ready");
     assert_int_equal(kill(d.pid, SIGSTOP), 0);
     assert_int_equal(write(c.to, "s", 1), 1);
-    bool said = fgets(line, sizeof line, c.from) != NULL;
+    /* A failure leaves the daemon stopped: the teardown's SIGKILL ends it. */
+    child_line(&c, line, sizeof line, "stalled ");
     kill(d.pid, SIGCONT);
-    if (!said)
-        fail_msg("client process ended before \"stalled\"");
-    print_message("client: %s", line);
-    assert_non_null(strstr(line, "stalled "));
     assert_non_null(strstr(line, "mismatches=0"));
     assert_int_equal(child_wait(&c), 0);
     daemon_stop(&d);

@@ -11,13 +11,19 @@
 
 static char err[512];
 
-static void expect_abort(void (*fn)(void), const char *needle)
+/* fn, run in a child, dies of sig with needle and an address on stderr. */
+static void expect_signal(void (*fn)(void), int sig, const char *needle)
 {
-    if (!run_expect_abort(fn, err, sizeof err))
-        fail_msg("no abort where \"%s\" was expected; stderr: %s", needle, err);
+    if (!run_expect_signal(fn, sig, err, sizeof err))
+        fail_msg("no %s where \"%s\" was expected; stderr: %s", strsignal(sig), needle, err);
     if (!strstr(err, needle))
         fail_msg("expected \"%s\" in: %s", needle, err);
     assert_non_null(strstr(err, "0x"));
+}
+
+static void expect_abort(void (*fn)(void), const char *needle)
+{
+    expect_signal(fn, SIGABRT, needle);
 }
 
 static void test_mode_is_on(void **state)
@@ -265,10 +271,7 @@ static void as_a_program(void)
 static void expect_fault(void (*fn)(void), const char *needle)
 {
     faulting = fn;
-    if (!run_expect_signal(as_a_program, SIGSEGV, err, sizeof err))
-        fail_msg("no SIGSEGV where \"%s\" was expected; stderr: %s", needle, err);
-    if (!strstr(err, needle))
-        fail_msg("expected \"%s\" in: %s", needle, err);
+    expect_signal(as_a_program, SIGSEGV, needle);
     assert_non_null(strstr(err, "hakmem: SIGSEGV at 0x"));
 }
 
