@@ -331,8 +331,12 @@ unsigned hak_heap_refill(struct hak_heap *h, unsigned cls)
                 break;
             continue;
         }
+        /* A slab's free list is taken whole up to four times the cache's
+         * capacity: splitting it walks the blocks, a cache miss each in a
+         * chain when other threads freed them, with nothing to overlap
+         * them. The next flush trims an overfull cache. */
         void *first;
-        unsigned n = hak_slab_take(s, batch, tc->cap, &first);
+        unsigned n = hak_slab_take(s, batch, 4 * tc->cap, &first);
         if (!s->free && s->carved == k->capacity) {
             hak_slab_list_remove(h, s);
             hak_slab_list_push(h, s, HAK_LIST_FULL);
