@@ -98,6 +98,7 @@ static void heap_reset(struct hak_heap *h)
         h->partial[c] = h->full[c] = NULL;
     h->ss_avail = h->ss_full = h->ss_empty = h->ss_pending = HAK_NO_SS;
     h->nss = h->nempty = 0;
+    atomic_store(&h->inbox, NULL);
     atomic_store(&h->notify_head, NULL);
     atomic_store(&h->inflight, 0);
 }
@@ -322,7 +323,7 @@ unsigned hak_heap_refill(struct hak_heap *h, unsigned cls)
     hak_heap_cache_adapt(h, cls, false);
     h->helped = 0;
     unsigned batch = tc->cap > 1 ? tc->cap / 2 : 1;
-    if (atomic_load_explicit(&h->notify_head, HAK_RELAXED))
+    if (hak_remote_waiting(h))
         hak_remote_drain(h);
     for (;;) {
         struct hak_slab *s = h->partial[cls];

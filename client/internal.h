@@ -271,7 +271,7 @@ static inline struct hak_slab *hak_slab_of(const void *p)
 
 /* ---- remote.c: frees of other threads' blocks, from the free to the owner ----
  * Functions returning a heap return an owner to drain for (hak_heap_help_drain). */
-#define HAK_HELP_DRAIN 32 /* slabs notified since an owner's drain before a freer helps */
+#define HAK_HELP_DRAIN 32 /* batches sent since an owner's drain before a freer helps */
 struct hak_heap *hak_remote_push_one(struct hak_slab *s, void *p) HAK_HIDDEN;
 void hak_remote_put_back(struct hak_heap *h, void *p) HAK_HIDDEN;
 struct hak_heap *hak_remote_restart(struct hak_tls *t, unsigned i, struct hak_slab *s, void *p) HAK_HIDDEN;
@@ -299,6 +299,11 @@ static inline struct hak_heap *hak_remote_free(struct hak_tls *t, unsigned i, st
     return ++b->n >= HAK_RBATCH_MAX ? hak_remote_send_full(t, i) : NULL;
 }
 void hak_remote_drain(struct hak_heap *h) HAK_HIDDEN;   /* heap locked */
+/* Have other threads sent h blocks since its last drain? */
+static inline bool hak_remote_waiting(struct hak_heap *h)
+{
+    return atomic_load_explicit(&h->inbox, HAK_RELAXED) || atomic_load_explicit(&h->notify_head, HAK_RELAXED);
+}
 void hak_remote_collect(struct hak_heap *h, struct hak_slab *s) HAK_HIDDEN; /* heap locked */
 void hak_remote_wait(struct hak_heap *h) HAK_HIDDEN;    /* no freer is pushing to h */
 void hak_remote_resync(struct hak_heap *h, uint32_t first_ss) HAK_HIDDEN; /* fork child */

@@ -2,25 +2,33 @@
  * own its SuperSlab, from that free to its owner's free list.
  *
  *   batch   a thread with a heap gathers its remote frees per slab in its TLS
- *           (HAK_RBATCH slabs at a time, up to HAK_RBATCH_MAX blocks each),
- *           so a slab's remote word changes hands once per batch, not once
- *           per block; its slow paths and its exit send what it holds;
- *   push    a batch goes onto its slab's remote list with one CAS; its first
- *           block's second word holds the batch's last block and count, so
- *           the owner steps over a batch in two reads instead of walking
- *           every block of it (each a cache miss: the freer wrote it last);
- *   notify  the push that finds the list empty puts the slab on the owner
- *           heap's notify stack (once: the slab's notify flag);
- *   drain   the owner, in its slow paths, takes the whole stack and collects
- *           each slab's list: it never scans its slabs to find them;
- *   help    the push of every HAK_HELP_DRAIN-th slab since the owner's last
- *           drain returns the owner, for the freer to drain it (heap.c): an
- *           owner that does not allocate would keep that memory from use;
+ *           (HAK_RBATCH slabs at a time, up to HAK_RBATCH_MAX blocks each);
+ *           a batch's first block's second word holds the batch's last block
+ *           and count, so a batch is stepped over in two reads instead of a
+ *           walk of every block (each a cache miss: the freer wrote it last);
+ *   post    a full batch goes to the outbox of its owner heap (HAK_OUTBOX
+ *           owners at a time), chained to the batches already there;
+ *   ship    an outbox of HAK_OUTBOX_MAX blocks, one taken for another owner,
+ *           and every outbox at the thread's slow paths and exit, goes onto
+ *           the owner's inbox with one CAS: one atomic operation on the
+ *           owner's line per few hundred blocks;
+ *   drain   the owner, in its slow paths, takes its whole inbox and gives
+ *           each batch back to its slab; it never scans its slabs;
+ *   slab    a batch whose SuperSlab the owner no longer has, and a block
+ *           that cannot be batched (no heap, secure mode, a cache flush
+ *           into a SuperSlab given away), goes onto its slab's remote list;
+ *           the push that finds the list empty puts the slab on the owner's
+ *           notify stack (once: the slab's notify flag), which the drain
+ *           collects too; an abandoned SuperSlab's adopter collects them all;
+ *   help    a thread that ships (or notifies) the HAK_HELP_DRAIN-th batch
+ *           since the owner's last drain drains it itself (heap.c): an owner
+ *           that does not allocate would keep that memory from use;
  *   wait    a heap giving SuperSlabs away first waits until no freer is
- *           between reading their owner and pushing onto its stack.
+ *           between reading their owner and pushing onto its inbox or stack,
+ *           then drains: what is not its own any more goes to the slabs.
  *
  * Heaps are never unmapped, so a freer holding a stale owner pointer touches
- * valid memory. A batched block stays counted in its slab's used, so the
+ * valid memory. A block on its way stays counted in its slab's used, so the
  * slab, and its SuperSlab, cannot go away while the block waits. */
 #include <string.h>
 
@@ -74,8 +82,106 @@ static struct hak_heap *push(struct hak_slab *s, void *first, void *last, unsign
     return top ? NULL : notify_owner(hak_hot(s->ss), s);
 }
 
-/* The entry is cleared before its blocks go out: a fork child that finds a
- * thread stopped in between loses them (a leak), never pushes them twice. */
+/* The batch that starts at first: its last block and count. */
+static inline void *batch_end(void *first, unsigned *n)
+{
+    uintptr_t w = *batch_word(first);
+    *n = (unsigned)(w & 15) + 1;
+    return (void *)(w & ~(uintptr_t)15);
+}
+
+/* Each batch of a chain onto its slab's remote list. */
+static void scatter(void *b)
+{
+    while (b) {
+        unsigned n;
+        void *last = batch_end(b, &n), *next = hak_link_get(last);
+        hak_link_set(last, NULL);
+        push(hak_slab_of(b), b, last, n);
+        b = next;
+    }
+}
+
+/* An outbox onto its owner's inbox. Emptied before its blocks go out: a
+ * fork child that finds a thread stopped in between loses them (a leak),
+ * never pushes them twice. */
+static struct hak_heap *ship(struct hak_outbox *o)
+{
+    struct hak_heap *h = o->heap, *idle = NULL;
+    void *first = o->first, *last = NULL;
+    uint32_t batches = o->batches;
+    o->heap = NULL;
+    o->first = NULL;
+    o->n = o->batches = 0;
+    atomic_fetch_add(&h->inflight, 1);
+    /* Batches of SuperSlabs h gave away since they were posted go to their
+     * slabs, whose new owner hears of them. */
+    for (void **link = &first; *link;) {
+        void *b = *link;
+        unsigned n;
+        void *end = batch_end(b, &n), *next = hak_link_get(end);
+        if (atomic_load(&hak_hot(hak_ss_of(b))->owner) == h) {
+            last = end;
+            link = (void **)end;
+            continue;
+        }
+        *link = next; /* plain links: batches are never made in secure mode */
+        hak_link_set(end, NULL);
+        push(hak_slab_of(b), b, end, n);
+        batches--;
+    }
+    if (first) {
+        void *top = atomic_load_explicit(&h->inbox, HAK_RELAXED);
+        do
+            hak_link_set(last, top);
+        while (!atomic_compare_exchange_weak_explicit(&h->inbox, &top, first, memory_order_release, HAK_RELAXED));
+        /* A count for a heuristic: increments that race may be lost. */
+        uint32_t before = atomic_load_explicit(&h->notify_pushes, HAK_RELAXED);
+        atomic_store_explicit(&h->notify_pushes, before + batches, HAK_RELAXED);
+        if ((before + batches) / HAK_HELP_DRAIN != before / HAK_HELP_DRAIN)
+            idle = h;
+    }
+    atomic_fetch_sub(&h->inflight, 1);
+    return idle;
+}
+
+/* A batch into the outbox of its owner (onto its slab's remote list when
+ * no heap owns it: the adopter collects it there). */
+static struct hak_heap *post(struct hak_tls *t, struct hak_slab *s, void *first, void *last, unsigned n)
+{
+    /* The owner from the block's address: the slab's line is the owner's,
+     * busy with its refills. */
+    struct hak_heap *h = atomic_load_explicit(&hak_hot(hak_ss_of(first))->owner, HAK_RELAXED), *idle = NULL;
+    if (!HAK_OWNER_IS_HEAP(h))
+        return push(s, first, last, n);
+    struct hak_outbox *o = NULL;
+    for (unsigned i = 0; i < HAK_OUTBOX; i++) {
+        if (t->out[i].heap == h) {
+            o = &t->out[i];
+            break;
+        }
+        if (!o && !t->out[i].heap)
+            o = &t->out[i];
+    }
+    if (!o) {
+        o = &t->out[t->out_next++ % HAK_OUTBOX];
+        idle = ship(o);
+    }
+    *batch_word(first) = (uintptr_t)last | (n - 1);
+    hak_link_set(last, o->first);
+    o->first = first;
+    o->heap = h;
+    o->n += n;
+    o->batches++;
+    if (o->n >= HAK_OUTBOX_MAX) {
+        struct hak_heap *full = ship(o);
+        if (full)
+            idle = full;
+    }
+    return idle;
+}
+
+/* The entry is cleared before its blocks go out, as an outbox is. */
 static struct hak_heap *send(struct hak_tls *t, unsigned i)
 {
     struct hak_rbatch *b = &t->rb[i];
@@ -83,7 +189,7 @@ static struct hak_heap *send(struct hak_tls *t, unsigned i)
     void *first = b->head, *last = b->tail;
     b->slab = NULL;
     t->rb_used &= ~(1ull << i);
-    return push(s, first, last, b->n);
+    return post(t, s, first, last, b->n);
 }
 
 struct hak_heap *hak_remote_push_one(struct hak_slab *s, void *p)
@@ -123,12 +229,13 @@ struct hak_heap *hak_remote_send_full(struct hak_tls *t, unsigned i)
 
 struct hak_heap *hak_remote_flush(struct hak_tls *t)
 {
-    struct hak_heap *idle = NULL;
-    while (t->rb_used) {
-        struct hak_heap *h = send(t, (unsigned)__builtin_ctzll(t->rb_used));
-        if (h)
+    struct hak_heap *idle = NULL, *h;
+    while (t->rb_used)
+        if ((h = send(t, (unsigned)__builtin_ctzll(t->rb_used))) != NULL)
             idle = h;
-    }
+    for (unsigned i = 0; i < HAK_OUTBOX; i++)
+        if (t->out[i].heap && (h = ship(&t->out[i])) != NULL)
+            idle = h;
     return idle;
 }
 
@@ -172,12 +279,35 @@ void hak_remote_collect(struct hak_heap *h, struct hak_slab *s)
     hak_slab_give_back(h, s, list, tail, n);
 }
 
-/* Collect the slabs other threads told h about. A slab whose SuperSlab is no
- * longer h's only has its flag cleared, and is passed on to its current
- * owner if blocks are waiting. Heap locked. */
+/* Give the batches of h's inbox back to their slabs; one of a SuperSlab no
+ * longer h's goes onto its slab's remote list. Heap locked. */
+static void drain_inbox(struct hak_heap *h)
+{
+    void *b = atomic_exchange_explicit(&h->inbox, NULL, memory_order_acquire);
+    while (b) {
+        unsigned n;
+        void *last = batch_end(b, &n), *next = hak_link_get(last);
+        struct hak_slab *s = hak_slab_of(b);
+        if (atomic_load_explicit(&hak_hot(s->ss)->owner, HAK_RELAXED) == h) {
+            if (unlikely(n > s->used))
+                hak_fatal_pointer("free", b, "double free (more blocks returned than handed out)");
+            hak_slab_give_back(h, s, b, last, n);
+        } else {
+            hak_link_set(last, NULL);
+            push(s, b, last, n);
+        }
+        b = next;
+    }
+}
+
+/* Take what other threads sent h: its inbox, then the slabs they told it
+ * about. A slab whose SuperSlab is no longer h's only has its flag cleared,
+ * and is passed on to its current owner if blocks are waiting. Heap
+ * locked. */
 void hak_remote_drain(struct hak_heap *h)
 {
     atomic_store_explicit(&h->notify_pushes, 0, HAK_RELAXED);
+    drain_inbox(h);
     struct hak_slab *s = atomic_exchange_explicit(&h->notify_head, NULL, memory_order_acquire);
     while (s) {
         struct hak_slab *next = s->notify_next;
@@ -208,7 +338,8 @@ void hak_remote_resync(struct hak_heap *h, uint32_t first_ss)
     }
 }
 
-/* Fork child: the batches of a thread that is gone go out. */
+/* Fork child: the batches and outboxes of a thread that is gone go to
+ * their slabs. */
 void hak_remote_fork_child(struct hak_tls *t)
 {
     for (unsigned i = 0; i < HAK_RBATCH; i++)
@@ -216,4 +347,8 @@ void hak_remote_fork_child(struct hak_tls *t)
             push(t->rb[i].slab, t->rb[i].head, t->rb[i].tail, t->rb[i].n);
     memset(t->rb, 0, sizeof t->rb);
     t->rb_used = 0;
+    for (unsigned i = 0; i < HAK_OUTBOX; i++)
+        if (t->out[i].heap)
+            scatter(t->out[i].first);
+    memset(t->out, 0, sizeof t->out);
 }

@@ -171,7 +171,7 @@ void *hak_secure_malloc(size_t size)
     void *b = NULL;
     bool fresh = false;
     hak_lock(&h->lock);
-    if (atomic_load_explicit(&h->notify_head, HAK_RELAXED))
+    if (hak_remote_waiting(h))
         hak_remote_drain(h);
     for (;;) {
         struct hak_slab *s = h->partial[cls];

@@ -9,10 +9,11 @@
  *           minus blocks cached now;
  *   live    the blocks out of the class's slabs (each slab's used, read
  *           from the side tables) less those in thread caches and in
- *           threads' remote batches. A block on its slab's remote list
- *           (freed by another thread, or flushed from a cache into a
- *           SuperSlab its heap gave away) is still out of the slab, so it
- *           counts as live until the owner collects it; with HAKMEM_STATS=1
+ *           threads' remote batches. A block sent on (in the freer's
+ *           outbox, its owner's inbox or its slab's remote list: freed by
+ *           another thread, or flushed from a cache into a SuperSlab its
+ *           heap gave away) is still out of the slab, so it counts as live
+ *           until the owner collects it; with HAKMEM_STATS=1
  *           every remote free is counted as it happens (free.c) and live is
  *           allocs less every free, exact (the smaller of the two, should
  *           the counters race with the walk);

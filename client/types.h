@@ -142,6 +142,17 @@ struct hak_rbatch {
     uint32_t n;
 };
 
+/* Batches bound for one owner heap, chained (a batch's last block links to
+ * the next batch's first), before they go to its inbox in one push. */
+#define HAK_OUTBOX 4        /* owners a thread gathers for at once */
+#define HAK_OUTBOX_MAX 256  /* blocks an outbox holds before it goes out */
+struct hak_outbox {
+    struct hak_heap *heap; /* NULL: empty */
+    void *first;
+    uint32_t n;            /* blocks */
+    uint32_t batches;
+};
+
 struct hak_tls {
     struct hak_tcache c[HAK_NCLASS];
     struct hak_heap *heap;         /* NULL until the first slow path, and after exit */
@@ -149,6 +160,8 @@ struct hak_tls {
     uint8_t keyed;                 /* exit destructor registered */
     uint64_t rb_used;              /* bit i: rb[i] holds a batch */
     struct hak_rbatch rb[HAK_RBATCH];
+    struct hak_outbox out[HAK_OUTBOX];
+    uint32_t out_next;             /* the outbox to reuse when all are taken */
     int64_t prof_left;             /* profiler: bytes to the next sample (last: the
                                       fast paths' offsets stay as they are) */
 };
@@ -177,9 +190,10 @@ struct hak_heap {
     uint32_t ss_pending;          /* owner: emptied SuperSlabs, to keep or give back */
     uint32_t nss;                 /* owner: SuperSlabs owned (all four lists) */
     uint32_t nempty;              /* owner: length of ss_empty */
+    _Atomic(void *) inbox;        /* remote freers push chains of batches, owner takes all */
     _Atomic(struct hak_slab *) notify_head; /* remote freers push slabs, owner pops all */
     _Atomic uint32_t inflight;    /* remote freers between reading owner and pushing */
-    _Atomic uint32_t notify_pushes; /* slabs pushed on notify_head since the last drain:
+    _Atomic uint32_t notify_pushes; /* batches and slabs pushed since the last drain:
                                      remote freers add (relaxed), a drainer resets */
     uint32_t slow_events;         /* owner: refills and flushes, for the budget check */
     uint8_t helped;               /* heap lock: drains by other threads since the

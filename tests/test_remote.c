@@ -130,46 +130,40 @@ static void *free_and_report(void *arg)
     return NULL;
 }
 
+/* Another thread frees n of the owner's blocks of cls: held while it lives
+ * goes out at once, the rest at its exit, and nothing twice. */
+static void free_from_a_thread(unsigned cls, unsigned n, unsigned held)
+{
+    for (unsigned i = 0; i < n; i++)
+        blocks[i] = hak_malloc(hak_classes[cls].size);
+    long before = outstanding(cls);
+    assert_true(before >= (long)n);
+    pthread_t th;
+    pthread_barrier_init(&done, NULL, 2);
+    atomic_store(&freers_left, 1);
+    assert_int_equal(pthread_create(&th, NULL, free_and_report, (void *)(uintptr_t)n), 0);
+    while (atomic_load(&freers_left))
+        sched_yield();
+    assert_int_equal(outstanding(cls), before - (long)(n - held));
+    pthread_barrier_wait(&done);
+    pthread_join(th, NULL);
+    assert_int_equal(outstanding(cls), before - (long)n);
+    pthread_barrier_destroy(&done);
+}
+
 static void test_batches_go_out_when_full_and_at_exit(void **state)
 {
     (void)state;
     const unsigned cls = 3; /* 48 B: all from one slab */
-    blocks = calloc(HAK_RBATCH_MAX, sizeof(void *));
-    for (int i = 0; i < HAK_RBATCH_MAX; i++)
-        blocks[i] = hak_malloc(hak_classes[cls].size);
-    long before = outstanding(cls);
-    assert_true(before >= HAK_RBATCH_MAX);
-
-    /* One block short of a batch, from a thread that lives on: held. */
-    pthread_t th;
-    pthread_barrier_init(&done, NULL, 2);
-    atomic_store(&freers_left, 1);
-    assert_int_equal(pthread_create(&th, NULL, free_and_report, (void *)(uintptr_t)(HAK_RBATCH_MAX - 1)), 0);
-    while (atomic_load(&freers_left))
-        sched_yield();
-    /* The thread had no heap and made no allocation: it got one at its
-     * first remote free, and batches. */
-    assert_int_equal(outstanding(cls), before);
-    pthread_barrier_wait(&done);
-    pthread_join(th, NULL);
-    /* Its exit sent the batch. */
-    assert_int_equal(outstanding(cls), before - (HAK_RBATCH_MAX - 1));
-    pthread_barrier_destroy(&done);
-
-    /* A full batch goes out at once, and its exit sends nothing twice. */
-    for (int i = 0; i < HAK_RBATCH_MAX; i++)
-        blocks[i] = hak_malloc(hak_classes[cls].size);
-    before = outstanding(cls);
-    pthread_barrier_init(&done, NULL, 2);
-    atomic_store(&freers_left, 1);
-    assert_int_equal(pthread_create(&th, NULL, free_and_report, (void *)(uintptr_t)HAK_RBATCH_MAX), 0);
-    while (atomic_load(&freers_left))
-        sched_yield();
-    assert_int_equal(outstanding(cls), before - HAK_RBATCH_MAX);
-    pthread_barrier_wait(&done);
-    pthread_join(th, NULL);
-    assert_int_equal(outstanding(cls), before - HAK_RBATCH_MAX);
-    pthread_barrier_destroy(&done);
+    blocks = calloc(HAK_OUTBOX_MAX, sizeof(void *));
+    /* The thread has no heap and makes no allocation: it gets one at its
+     * first remote free, and batches. One block short of a batch: held. */
+    free_from_a_thread(cls, HAK_RBATCH_MAX - 1, HAK_RBATCH_MAX - 1);
+    /* Full batches wait in the outbox for the owner: one block short of a
+     * full outbox is held too. */
+    free_from_a_thread(cls, HAK_OUTBOX_MAX - 1, HAK_OUTBOX_MAX - 1);
+    /* A full outbox goes out at once. */
+    free_from_a_thread(cls, HAK_OUTBOX_MAX, 0);
     free(blocks);
 }
 
