@@ -65,6 +65,8 @@ WORKLOADS = [
      "args": "--pairs {P} --seconds {S} --min 16 --max 1024 --batch 64 --depth 16"},
     {"name": "prodcons", "prog": "prodcons",
      "args": "--producers {T} --consumers {T} --seconds {S} --min 16 --max 1024 --batch 64 --depth 64"},
+    {"name": "prodcons_pinned", "prog": "prodcons",
+     "args": "--producers {P} --consumers {P} --seconds {S} --min 16 --max 1024 --batch 64 --depth 64 --pin"},
     {"name": "churn", "prog": "churn",
      "args": "--threads {churn_threads} --concurrent 4 --blocks 100 --min 16 --max 512",
      "metric": "threads_per_sec", "unit": "kthr/s", "scale": 1e-3},

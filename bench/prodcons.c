@@ -21,6 +21,7 @@
 struct run {
     size_t min, max, batch, depth;
     uint64_t seed;
+    int pin;               /* thread i runs on CPU i modulo the CPUs */
     _Atomic int stop;
     pthread_barrier_t start;
     pthread_mutex_t lock;
@@ -36,10 +37,26 @@ struct worker {
     uint64_t blocks, checksum;
 };
 
+/* With --pin, thread i (producers first) runs on CPU i modulo the CPUs: a
+ * producer and a consumer on different CPUs, whatever the scheduler would
+ * do, for runs that compare the allocators' costs rather than placements. */
+static void pin_worker(const struct worker *w)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (!w->run->pin || cpus < 1)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET((int)(w->index % cpus), &set);
+    if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0)
+        fprintf(stderr, "prodcons: cannot pin thread %ld\n", w->index);
+}
+
 static void *producer(void *arg)
 {
     struct worker *w = arg;
     struct run *r = w->run;
+    pin_worker(w);
     const size_t lo = r->min, hi = r->max, batch = r->batch;
     uint64_t rng = rng_seed(r->seed, (uint64_t)w->index), made = 0, sum = 0;
     void **b = xmalloc(sizeof *b * batch);
@@ -77,6 +94,7 @@ static void *consumer(void *arg)
 {
     struct worker *w = arg;
     struct run *r = w->run;
+    pin_worker(w);
     const size_t batch = r->batch;
     uint64_t freed = 0, sum = 0;
     void **b = xmalloc(sizeof *b * batch);
@@ -117,20 +135,23 @@ static void usage(void)
             "      --max B        largest block size in bytes (default 1024)\n"
             "      --batch N      blocks per batch (default 64)\n"
             "      --depth D      batches the queue holds (default 64)\n"
-            "      --seed X       random seed (default 1)\n");
+            "      --seed X       random seed (default 1)\n"
+            "      --pin          thread i (producers first) on CPU i modulo the CPUs\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     long producers = 2, consumers = 2, min = 16, max = 1024, batch = 64, depth = 64, seed = 1;
+    int pin = 0;
     double seconds = 2.0;
     static const struct option opts[] = {
         {"producers", required_argument, 0, 'p'}, {"consumers", required_argument, 0, 'c'},
         {"seconds", required_argument, 0, 's'},   {"min", required_argument, 0, 'm'},
         {"max", required_argument, 0, 'M'},       {"batch", required_argument, 0, 'b'},
         {"depth", required_argument, 0, 'd'},     {"seed", required_argument, 0, 'x'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0},
+        {"pin", no_argument, 0, 'P'},             {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "p:c:s:h", opts, NULL)) != -1) {
@@ -144,6 +165,7 @@ int main(int argc, char **argv)
         case 'b': bad = parse_long(optarg, 1, 1L << 16, &batch); break;
         case 'd': bad = parse_long(optarg, 1, 1L << 16, &depth); break;
         case 'x': bad = parse_long(optarg, 0, 1L << 62, &seed); break;
+        case 'P': pin = 1; break;
         default: usage();
         }
         if (bad)
@@ -153,7 +175,8 @@ int main(int argc, char **argv)
         usage();
 
     struct run run = {.min = (size_t)min, .max = (size_t)max, .batch = (size_t)batch,
-                      .depth = (size_t)depth, .seed = (uint64_t)seed, .producers_left = producers};
+                      .depth = (size_t)depth, .seed = (uint64_t)seed, .pin = pin,
+                      .producers_left = producers};
     long n = producers + consumers;
     pthread_barrier_init(&run.start, NULL, (unsigned)n + 1);
     pthread_mutex_init(&run.lock, NULL);
@@ -194,9 +217,9 @@ int main(int argc, char **argv)
         return 1;
     }
     double elapsed = (double)(t1 - t0) * 1e-9;
-    printf("RESULT workload=prodcons producers=%ld consumers=%ld min=%ld max=%ld batch=%ld depth=%ld "
+    printf("RESULT workload=prodcons producers=%ld consumers=%ld min=%ld max=%ld batch=%ld depth=%ld pin=%d "
            "seconds=%.3f ops=%llu ops_per_sec=%.0f\n",
-           producers, consumers, min, max, batch, depth, elapsed, (unsigned long long)(made + freed),
+           producers, consumers, min, max, batch, depth, pin, elapsed, (unsigned long long)(made + freed),
            (double)(made + freed) / elapsed);
     free(th);
     free(w);
