@@ -32,7 +32,7 @@ static uintptr_t edge_block(uint32_t idx, bool first, size_t *size)
         if (!cls)
             continue;
         const struct hak_class *c = &hak_classes[cls];
-        uintptr_t slab = (uintptr_t)hak_ss_addr(idx) + ((uintptr_t)hot->head[u] << HAK_UNIT_SHIFT);
+        uintptr_t slab = (uintptr_t)hak_ss_addr(idx) + ((uintptr_t)hak_hot_head(hot, u) << HAK_UNIT_SHIFT);
         uintptr_t b = first ? slab : slab + (uintptr_t)(c->capacity - 1) * c->size;
         *size = c->size - (hak_link_key ? HAK_SECURE_HDR : 0);
         return b + (hak_link_key ? HAK_SECURE_HDR : 0);

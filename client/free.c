@@ -19,13 +19,13 @@ uint64_t hak_remote_frees(unsigned cls)
 /* Offset of p from the start of its slab, for the multiple-of-size check. */
 static inline uint32_t slab_offset(uintptr_t off, const struct hak_ss_hot *hot, unsigned u)
 {
-    uint8_t head = __atomic_load_n(&hot->head[u], __ATOMIC_RELAXED);
-    return (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((uint32_t)head << HAK_UNIT_SHIFT);
+    return (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((uint32_t)hak_hot_head(hot, u) << HAK_UNIT_SHIFT);
 }
 
 /* A block of our own that did not fit the fast path: a bad pointer, a
- * double free at the top of the cache, or a full cache. */
-static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
+ * double free at the top of the cache, or a full cache. carved: of the
+ * slab's blocks. */
+static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x, uint32_t carved)
 {
     struct hak_tls *t = &hak_tls;
     struct hak_tcache *tc = &t->c[cls];
@@ -40,6 +40,8 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x)
     }
     if (!hak_class_is_block(k, x))
         hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
+    if (hak_class_index(k, x) >= carved)
+        hak_fatal_pointer("free", p, "not an allocated block (never handed out)");
     if (p == tc->head)
         hak_fatal_pointer("free", p, "double free");
     *(void **)p = tc->head;
@@ -69,10 +71,12 @@ static inline struct hak_slab *remote_slab(void *p, uintptr_t off, struct hak_he
     *cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
     if (unlikely(!*cls))
         hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
-    *unit = __atomic_load_n(&hot->head[u], __ATOMIC_RELAXED);
+    *unit = hak_hot_head(hot, u);
     uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - (*unit << HAK_UNIT_SHIFT);
     if (unlikely(!hak_class_is_block(&hak_classes[*cls], x)))
         hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
+    if (unlikely(hak_class_index(&hak_classes[*cls], x) >= hak_hot_carved(hot, u)))
+        hak_fatal_pointer("free", p, "not an allocated block (never handed out)");
     return &hak_cold(idx)->slab[*unit];
 }
 
@@ -156,12 +160,15 @@ HAK_API void hak_free(void *p)
         return;
     }
     unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
-    unsigned cls = hot->cls[u];
-    uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((uint32_t)hot->head[u] << HAK_UNIT_SHIFT);
+    unsigned cls = hot->cls[u], slab = hot->slab[u];
+    uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((slab >> 12) << HAK_UNIT_SHIFT);
     const struct hak_class *k = &hak_classes[cls];
     struct hak_tcache *tc = &t->c[cls];
-    if (unlikely(!hak_class_is_block(k, x) | (tc->count >= tc->cap) | (p == tc->head))) {
-        free_local_slow(p, cls, x);
+    /* A block start among those carved (carved <= capacity): the index of
+     * any other offset is past them. */
+    uint32_t carved = slab & HAK_HOT_CARVED_MAX;
+    if (unlikely((hak_class_index(k, x) >= carved) | (tc->count >= tc->cap) | (p == tc->head))) {
+        free_local_slow(p, cls, x, carved);
         return;
     }
     *(void **)p = tc->head;
@@ -222,7 +229,7 @@ HAK_API size_t hak_usable_size(const void *p)
             hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
         return hak_secure_usable((const char *)p - HAK_SECURE_HDR, cls, "malloc_usable_size");
     }
-    if (!hak_class_is_block(&hak_classes[cls], x))
+    if (!hak_class_is_block(&hak_classes[cls], x) || hak_class_index(&hak_classes[cls], x) >= hak_hot_carved(hot, u))
         hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
     return hak_classes[cls].size;
 }

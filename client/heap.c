@@ -572,7 +572,7 @@ static bool child_block_ok(void *p, unsigned cls)
     if (idx >= hak_arena.cursor || (!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED) ||
         hot->cls[u] != cls)
         return false;
-    uint32_t x = (uint32_t)((uintptr_t)p & (HAK_SS_SIZE - 1)) - ((uint32_t)hot->head[u] << HAK_UNIT_SHIFT);
+    uint32_t x = (uint32_t)((uintptr_t)p & (HAK_SS_SIZE - 1)) - ((uint32_t)hak_hot_head(hot, u) << HAK_UNIT_SHIFT);
     return hak_class_is_block(&hak_classes[cls], x) && hak_slab_of(p)->used > 0;
 }
 

@@ -135,9 +135,25 @@ static inline uint32_t hak_rotr32(uint32_t v, unsigned s)
     return (v >> s) | (v << ((32 - s) & 31));
 }
 /* Is offset x (from the slab start) the start of one of the slab's blocks? */
+static inline uint32_t hak_class_index(const struct hak_class *k, uint32_t x)
+{
+    return hak_rotr32(x * k->inv, k->shift);
+}
 static inline bool hak_class_is_block(const struct hak_class *k, uint32_t x)
 {
-    return hak_rotr32(x * k->inv, k->shift) < k->capacity;
+    return hak_class_index(k, x) < k->capacity;
+}
+/* The slab over unit u of a SuperSlab: its first unit, and how many of its
+ * blocks were carved (a block past them was never handed out: a free of it,
+ * the neighbour of the last block handed out say, would put a block in the
+ * cache that carving hands out again). */
+static inline unsigned hak_hot_head(const struct hak_ss_hot *hot, unsigned u)
+{
+    return __atomic_load_n(&hot->slab[u], __ATOMIC_RELAXED) >> 12;
+}
+static inline uint32_t hak_hot_carved(const struct hak_ss_hot *hot, unsigned u)
+{
+    return __atomic_load_n(&hot->slab[u], __ATOMIC_RELAXED) & HAK_HOT_CARVED_MAX;
 }
 /* Secure mode (secure.c): x, an offset in a slab of class k, is where
  * malloc put a block's bytes (a header before them). */
@@ -266,7 +282,7 @@ static inline struct hak_slab *hak_slab_of(const void *p)
 {
     uint32_t idx = hak_ss_of(p);
     unsigned u = ((uintptr_t)p >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
-    return &hak_cold(idx)->slab[hak_hot(idx)->head[u]];
+    return &hak_cold(idx)->slab[hak_hot_head(hak_hot(idx), u)];
 }
 
 /* ---- remote.c: frees of other threads' blocks, from the free to the owner ----

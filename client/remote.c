@@ -314,7 +314,7 @@ void hak_remote_drain(struct hak_heap *h)
         struct hak_ss_hot *hot = hak_hot(s->ss);
         atomic_store(&s->notify, 0);
         if (atomic_load(&hot->owner) == h) {
-            if (s->cls && hot->head[s->unit] == s->unit)
+            if (s->cls && hak_hot_head(hot, s->unit) == s->unit)
                 hak_remote_collect(h, s);
         } else if (atomic_load(&s->remote)) {
             notify_owner(hot, s);
@@ -332,7 +332,7 @@ void hak_remote_resync(struct hak_heap *h, uint32_t first_ss)
         for (unsigned u = 0; u < HAK_UNITS; u++) {
             struct hak_slab *s = &hak_cold(idx)->slab[u];
             atomic_store(&s->notify, 0);
-            if (hot->cls[u] && hot->head[u] == u && atomic_load(&s->remote))
+            if (hot->cls[u] && hak_hot_head(hot, u) == u && atomic_load(&s->remote))
                 hak_remote_collect(h, s);
         }
     }

@@ -92,6 +92,8 @@ void hak_classes_init(void)
         k->cap_base = class_cap_base(size);
         k->cap_max = class_cap_max(size);
         k->capacity = (uint32_t)(((size_t)span << HAK_UNIT_SHIFT) / size);
+        if (k->capacity > HAK_HOT_CARVED_MAX) /* 16-byte blocks: one left out */
+            k->capacity = HAK_HOT_CARVED_MAX;
     }
     /* Class 0 stays all zero: no capacity, no blocks. Atomic stores: other
      * threads' hak_malloc may read the tables meanwhile (alloc.c). */

@@ -38,9 +38,20 @@ static void set_units(uint32_t idx, unsigned unit, unsigned span, unsigned cls)
 {
     struct hak_ss_hot *hot = hak_hot(idx);
     for (unsigned u = unit; u < unit + span; u++) {
-        __atomic_store_n(&hot->head[u], (uint8_t)(cls ? unit : u), __ATOMIC_RELAXED);
+        __atomic_store_n(&hot->slab[u], (uint16_t)((cls ? unit : u) << 12), __ATOMIC_RELAXED);
         __atomic_store_n(&hot->cls[u], (uint8_t)cls, __ATOMIC_RELAXED);
     }
+}
+
+/* Publish how many of s's blocks were carved, for free's check. The secure
+ * mode has a block's canaries tell instead: every block passes here. */
+static void publish_carved(const struct hak_slab *s)
+{
+    const struct hak_class *k = &hak_classes[s->cls];
+    struct hak_ss_hot *hot = hak_hot(s->ss);
+    uint32_t carved = hak_link_key ? k->capacity : s->carved;
+    for (unsigned u = s->unit; u < s->unit + k->span; u++)
+        __atomic_store_n(&hot->slab[u], (uint16_t)(s->unit << 12 | carved), __ATOMIC_RELAXED);
 }
 
 static uint16_t span_mask(unsigned unit, unsigned span)
@@ -59,6 +70,7 @@ void hak_slab_init(struct hak_heap *h, uint32_t idx, unsigned unit, unsigned cls
     s->cls = (uint8_t)cls;
     s->list = HAK_LIST_NONE;
     set_units(idx, unit, span, cls);
+    publish_carved(s);
     ss->free_units &= (uint16_t)~span_mask(unit, span);
     ss->dirty_units &= (uint16_t)~span_mask(unit, span);
     hak_slab_list_push(h, s, HAK_LIST_PARTIAL);
@@ -142,6 +154,7 @@ unsigned hak_slab_take(struct hak_slab *s, unsigned want, unsigned most, void **
         list = (char *)hak_slab_base(s) + (size_t)s->carved * k->size;
         s->carved += m;
         n += m;
+        publish_carved(s);
     }
     s->used += n;
     *first = list;

@@ -99,7 +99,7 @@ static uint64_t slabs_pass(struct class_walk *w)
         struct hak_ss *ss = hak_cold(idx);
         for (unsigned u = 0; u < HAK_UNITS; u++) {
             unsigned c = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
-            if (!c || c >= HAK_NCLASS || __atomic_load_n(&hot->head[u], __ATOMIC_RELAXED) != u)
+            if (!c || c >= HAK_NCLASS || hak_hot_head(hot, u) != u)
                 continue;
             w[c].slabs++;
             w[c].out += __atomic_load_n(&ss->slab[u].used, __ATOMIC_RELAXED);

@@ -309,7 +309,7 @@ static void adopt(struct hak_heap *h, uint32_t idx)
     hlist_place(h, idx);
     for (unsigned u = 0; u < HAK_UNITS; u++) {
         struct hak_slab *s = &ss->slab[u];
-        if (!hot->cls[u] || hot->head[u] != u)
+        if (!hot->cls[u] || hak_hot_head(hot, u) != u)
             continue;
         s->list = HAK_LIST_NONE;
         s->next = s->prev = NULL;

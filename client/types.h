@@ -62,11 +62,14 @@ struct hak_class {
 
 /* One cache line per SuperSlab: everything free() reads before it knows the
  * block is local. Written by the owner only; read by any thread. */
+#define HAK_HOT_CARVED_MAX 4095 /* blocks a slab holds at most (12 bits) */
 struct hak_ss_hot {
     _Atomic(struct hak_heap *) owner; /* seq_cst store on abandon/adopt/provider */
     uint8_t cls[HAK_UNITS];           /* class of the slab over each unit, 0 = free */
-    uint8_t head[HAK_UNITS];          /* first unit of the slab over each unit */
-    uint8_t pad[64 - 8 - 2 * HAK_UNITS];
+    uint16_t slab[HAK_UNITS];         /* the slab over each unit: its first unit (high
+                                         4 bits) and the blocks carved from it so far
+                                         (low 12: its blocks ever handed out) */
+    uint8_t pad[64 - 8 - 3 * HAK_UNITS];
 };
 
 /* Slab metadata, at the index of the slab's first unit. Owner-only except

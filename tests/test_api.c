@@ -1,5 +1,6 @@
 /* The allocation API and its edge cases, through the hak_* names. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/mman.h>
 
@@ -278,6 +279,37 @@ static void free_never_allocated_slab_pointer(void)
         _exit(3); /* every unit in use: nothing to try (reported by the status) */
     hak_free((char *)hak_ss_addr(idx) + ((size_t)unit << HAK_UNIT_SHIFT) + 64);
 }
+/* The block after the last one carved from a slab: never handed out. A
+ * free of it (the neighbour of a real block, p + 4096 of a 4 KiB block
+ * say) would put a block in the cache that carving hands out again. */
+static void *past_carved(size_t size)
+{
+    char *p = hak_malloc(size);
+    struct hak_slab *s = hak_slab_of(p);
+    const struct hak_class *k = &hak_classes[s->cls];
+    if (s->carved == k->capacity)
+        _exit(3); /* every block carved: nothing to try (reported by the status) */
+    return (char *)hak_slab_base(s) + (size_t)s->carved * k->size;
+}
+static void free_past_carved(void)
+{
+    hak_free(past_carved(4096));
+}
+static void *free_in_thread(void *p)
+{
+    hak_free(p);
+    return NULL;
+}
+static void free_past_carved_remote(void)
+{
+    pthread_t th;
+    pthread_create(&th, NULL, free_in_thread, past_carved(8));
+    pthread_join(th, NULL);
+}
+static void usable_size_past_carved(void)
+{
+    hak_usable_size(past_carved(64));
+}
 static void usable_size_of_interior(void)
 {
     char *p = hak_malloc(1000);
@@ -322,6 +354,9 @@ static void test_invalid_pointers_are_reported(void **state)
     expect_abort(free_misaligned_pointer, "not the start of a block");
     expect_abort(free_foreign_pointer, "not allocated by hakmem");
     expect_abort(free_never_allocated_slab_pointer, "not an allocated block");
+    expect_abort(free_past_carved, "not an allocated block (never handed out)");
+    expect_abort(free_past_carved_remote, "not an allocated block (never handed out)");
+    expect_abort(usable_size_past_carved, "malloc_usable_size(0x");
     expect_abort(free_large_interior, "not allocated by hakmem");
     expect_abort(free_one, "not allocated by hakmem");
     expect_abort(usable_size_of_interior, "malloc_usable_size(0x");
