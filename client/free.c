@@ -4,8 +4,8 @@
  * its SuperSlab, is it the start of a block of the class there; then a push
  * onto the thread's cache. One side-table line is read, no lock, no atomic
  * read-modify-write, no call. A block of another thread goes to remote.c
- * (batched per slab, one CAS per batch). Anything that fails a check is
- * reported. */
+ * (batched per slab, then per owner: one CAS per few hundred blocks).
+ * Anything that fails a check is reported. */
 #include "internal.h"
 #include "hakmem.h"
 
@@ -44,6 +44,9 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x, uint
         hak_fatal_pointer("free", p, "not an allocated block (never handed out)");
     if (p == tc->head)
         hak_fatal_pointer("free", p, "double free");
+    /* A refill may leave more than the capacity (a slab's whole free
+     * list): trimming that is no swing of the class. */
+    bool overfull = tc->count > tc->cap;
     *(void **)p = tc->head;
     tc->head = p;
     tc->count++;
@@ -51,7 +54,8 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x, uint
     struct hak_heap *h = t->heap;
     hak_remote_send(t);
     hak_lock(&h->lock);
-    hak_heap_cache_adapt(h, cls, true);
+    if (!overfull)
+        hak_heap_cache_adapt(h, cls, true);
     hak_heap_flush(h, cls, tc->cap / 2);
     hak_unlock(&h->lock);
     hak_decay_maybe(h);

@@ -31,7 +31,7 @@ __thread struct hak_tls hak_tls __attribute__((tls_model("initial-exec")));
 #define PARK_MAX 8               /* parked heaps at most */
 /* A heap counts as idle, and its SuperSlabs go to the threads freeing into
  * them, once others drained it IDLE_HELPS times with no refill or flush of
- * its owner in between (HAK_HELP_DRAIN slabs notified each), and its owner
+ * its owner in between (HAK_HELP_DRAIN batches sent each), and its owner
  * made no slow path for IDLE_NS, or a twentieth of HAKMEM_DECAY_MS if that
  * is longer (a program that keeps idle memory longer keeps it with its
  * threads longer too): far beyond the time a busy machine keeps a running
@@ -229,8 +229,8 @@ struct hak_heap *hak_heap_thread_start(void)
     return h;
 }
 
-/* Drain h's notify stack for its owner, which has let HAK_HELP_DRAIN slabs
- * pile up there: a thread blocked in a join, or done allocating, would
+/* Drain h's inbox and notify stack for its owner, which has let
+ * HAK_HELP_DRAIN batches pile up there: a thread blocked in a join, or done allocating, would
  * otherwise never give that memory back to its slabs (nor emptied
  * SuperSlabs back to the provider). Every change to a heap's slabs happens
  * under its lock, and the owner's fast paths touch only its cache, so the
@@ -584,7 +584,7 @@ static void child_reclaim_tls(struct hak_heap *h)
     hak_remote_fork_child(t);
     for (unsigned c = 1; c < HAK_NCLASS; c++) {
         void *p = t->c[c].head;
-        unsigned limit = 2u * t->c[c].cap + 2;
+        unsigned limit = t->c[c].count + 2u * t->c[c].cap + 2; /* a refill may overfill it */
         t->c[c].head = NULL;
         t->c[c].count = 0;
         while (limit-- && child_block_ok(p, c)) {

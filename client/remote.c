@@ -8,7 +8,8 @@
  *           walk of every block (each a cache miss: the freer wrote it last);
  *   post    a full batch goes to the outbox of its owner heap (HAK_OUTBOX
  *           owners at a time), chained to the batches already there;
- *   ship    an outbox of HAK_OUTBOX_MAX blocks, one taken for another owner,
+ *   ship    an outbox of HAK_OUTBOX_MAX blocks or HAK_OUTBOX_BYTES, one
+ *           taken for another owner,
  *           and every outbox at the thread's slow paths and exit, goes onto
  *           the owner's inbox with one CAS: one atomic operation on the
  *           owner's line per few hundred blocks;
@@ -113,6 +114,7 @@ static struct hak_heap *ship(struct hak_outbox *o)
     o->heap = NULL;
     o->first = NULL;
     o->n = o->batches = 0;
+    o->bytes = 0;
     atomic_fetch_add(&h->inflight, 1);
     /* Batches of SuperSlabs h gave away since they were posted go to their
      * slabs, whose new owner hears of them. */
@@ -149,9 +151,10 @@ static struct hak_heap *ship(struct hak_outbox *o)
  * no heap owns it: the adopter collects it there). */
 static struct hak_heap *post(struct hak_tls *t, struct hak_slab *s, void *first, void *last, unsigned n)
 {
-    /* The owner from the block's address: the slab's line is the owner's,
-     * busy with its refills. */
-    struct hak_heap *h = atomic_load_explicit(&hak_hot(hak_ss_of(first))->owner, HAK_RELAXED), *idle = NULL;
+    /* The owner and class from the block's address: the slab's line is the
+     * owner's, busy with its refills. */
+    struct hak_ss_hot *hot = hak_hot(hak_ss_of(first));
+    struct hak_heap *h = atomic_load_explicit(&hot->owner, HAK_RELAXED), *idle = NULL;
     if (!HAK_OWNER_IS_HEAP(h))
         return push(s, first, last, n);
     struct hak_outbox *o = NULL;
@@ -173,7 +176,9 @@ static struct hak_heap *post(struct hak_tls *t, struct hak_slab *s, void *first,
     o->heap = h;
     o->n += n;
     o->batches++;
-    if (o->n >= HAK_OUTBOX_MAX) {
+    unsigned cls = __atomic_load_n(&hot->cls[(uintptr_t)first >> HAK_UNIT_SHIFT & (HAK_UNITS - 1)], __ATOMIC_RELAXED);
+    o->bytes += (uint64_t)n * hak_classes[cls].size;
+    if (o->n >= HAK_OUTBOX_MAX || o->bytes >= HAK_OUTBOX_BYTES) {
         struct hak_heap *full = ship(o);
         if (full)
             idle = full;

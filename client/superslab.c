@@ -376,8 +376,9 @@ void hak_ss_abandon_all(struct hak_heap *h)
     }
     hak_ss_release_empty(h, 0);
     /* What is left holds live blocks. Mark it abandoned, wait until no
-     * remote freer can still push onto our notify stack, drain it (which now
-     * only clears flags), then publish the SuperSlabs for adoption. */
+     * remote freer can still push onto our inbox or notify stack, drain
+     * them (batches now go to their slabs' remote lists, for the adopter;
+     * flags are cleared), then publish the SuperSlabs for adoption. */
     uint32_t abandon = HAK_NO_SS;
     for (int list = 0; list < 2; list++) {
         uint32_t *head = list ? &h->ss_full : &h->ss_avail;

@@ -149,11 +149,13 @@ struct hak_rbatch {
  * the next batch's first), before they go to its inbox in one push. */
 #define HAK_OUTBOX 4        /* owners a thread gathers for at once */
 #define HAK_OUTBOX_MAX 256  /* blocks an outbox holds before it goes out */
+#define HAK_OUTBOX_BYTES (256u << 10) /* or bytes: mid blocks are not held long */
 struct hak_outbox {
     struct hak_heap *heap; /* NULL: empty */
     void *first;
     uint32_t n;            /* blocks */
     uint32_t batches;
+    uint64_t bytes;
 };
 
 struct hak_tls {

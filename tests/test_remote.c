@@ -1,10 +1,9 @@
 /* Remote frees under contention: one owner thread allocates blocks, four
- * other threads free them all at once (many pushes onto the same slabs'
- * remote lists at the same time), while the owner keeps draining its notify
- * stack. Afterwards every block must be back in its slab exactly once: no
+ * other threads free them all at once (many pushes onto the same owner's
+ * inbox at the same time), while the owner keeps draining it. Afterwards every block must be back in its slab exactly once: no
  * block lost, none counted twice. Repeated for several rounds and classes.
  * Then the batches a freer gathers: sent when full, at its exit, never
- * before. */
+ * before, and for more owners than its outboxes. */
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -167,6 +166,84 @@ static void test_batches_go_out_when_full_and_at_exit(void **state)
     free(blocks);
 }
 
+/* More owners than a thread has outboxes: blocks of HAK_OUTBOX + 2 owners,
+ * a full batch of each, freed by one thread. Taking an outbox for a new
+ * owner ships the one there, so two owners hear at once and the others at
+ * the freer's flush; every block then comes home once. */
+#define OWNERS (HAK_OUTBOX + 2)
+static void *owned[OWNERS][HAK_RBATCH_MAX];
+static struct hak_heap *owner_heap[OWNERS];
+static pthread_barrier_t owners_ready, owners_go;
+
+static void *owner_main(void *arg)
+{
+    size_t o = (size_t)(uintptr_t)arg;
+    const unsigned cls = 3;
+    /* A full batch: HAK_RBATCH_MAX blocks of one slab. */
+    void *pool[256];
+    unsigned n = 0, got = 0;
+    while (got < HAK_RBATCH_MAX && n < 256) {
+        pool[n] = hak_malloc(hak_classes[cls].size);
+        if (hak_slab_of(pool[n]) == hak_slab_of(pool[0]))
+            owned[o][got++] = pool[n];
+        n++;
+    }
+    assert_int_equal(got, HAK_RBATCH_MAX);
+    for (unsigned i = 0; i < n; i++)
+        if (hak_slab_of(pool[i]) != hak_slab_of(pool[0]))
+            hak_free(pool[i]);
+    owner_heap[o] = hak_tls.heap;
+    pthread_barrier_wait(&owners_ready);
+    pthread_barrier_wait(&owners_go); /* alive while its blocks come back */
+    return NULL;
+}
+
+static unsigned owners_told(void)
+{
+    unsigned n = 0;
+    for (int o = 0; o < OWNERS; o++)
+        n += atomic_load(&owner_heap[o]->inbox) != NULL;
+    return n;
+}
+
+static void test_more_owners_than_outboxes(void **state)
+{
+    (void)state;
+    pthread_t th[OWNERS];
+    hak_thread_flush(); /* nothing of this thread's on its way */
+    pthread_barrier_init(&owners_ready, NULL, OWNERS + 1);
+    pthread_barrier_init(&owners_go, NULL, OWNERS + 1);
+    for (uintptr_t o = 0; o < OWNERS; o++)
+        assert_int_equal(pthread_create(&th[o], NULL, owner_main, (void *)o), 0);
+    pthread_barrier_wait(&owners_ready);
+    uint32_t used[OWNERS];
+    for (int o = 0; o < OWNERS; o++) {
+        assert_null(atomic_load(&owner_heap[o]->inbox));
+        used[o] = hak_slab_of(owned[o][0])->used;
+    }
+    for (int o = 0; o < OWNERS; o++)
+        for (int i = 0; i < HAK_RBATCH_MAX; i++)
+            hak_free(owned[o][i]);
+    assert_int_equal(owners_told(), OWNERS - HAK_OUTBOX);
+    hak_thread_flush();
+    assert_int_equal(owners_told(), OWNERS);
+    for (int o = 0; o < OWNERS; o++) {
+        struct hak_heap *h = owner_heap[o];
+        hak_lock(&h->lock);
+        hak_remote_drain(h);
+        assert_int_equal(hak_slab_of(owned[o][0])->used, used[o] - HAK_RBATCH_MAX);
+        int balanced;
+        slab_books(h, 3, &balanced);
+        hak_unlock(&h->lock);
+        assert_true(balanced);
+    }
+    pthread_barrier_wait(&owners_go);
+    for (int o = 0; o < OWNERS; o++)
+        pthread_join(th[o], NULL);
+    pthread_barrier_destroy(&owners_ready);
+    pthread_barrier_destroy(&owners_go);
+}
+
 int main(void)
 {
     hak_free(hak_malloc(1));
@@ -174,6 +251,7 @@ int main(void)
         cmocka_unit_test(test_remote_frees_under_contention_small),
         cmocka_unit_test(test_remote_frees_under_contention_mid),
         cmocka_unit_test(test_batches_go_out_when_full_and_at_exit),
+        cmocka_unit_test(test_more_owners_than_outboxes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
