@@ -134,11 +134,13 @@ static inline uint32_t hak_rotr32(uint32_t v, unsigned s)
 {
     return (v >> s) | (v << ((32 - s) & 31));
 }
-/* Is offset x (from the slab start) the start of one of the slab's blocks? */
+/* The index of the block at offset x from the slab start: past every
+ * block (above UINT32_MAX / size) when x is not a multiple of the size. */
 static inline uint32_t hak_class_index(const struct hak_class *k, uint32_t x)
 {
     return hak_rotr32(x * k->inv, k->shift);
 }
+/* Is offset x (from the slab start) the start of one of the slab's blocks? */
 static inline bool hak_class_is_block(const struct hak_class *k, uint32_t x)
 {
     return hak_class_index(k, x) < k->capacity;

@@ -8,11 +8,10 @@
  *           walk of every block (each a cache miss: the freer wrote it last);
  *   post    a full batch goes to the outbox of its owner heap (HAK_OUTBOX
  *           owners at a time), chained to the batches already there;
- *   ship    an outbox of HAK_OUTBOX_MAX blocks or HAK_OUTBOX_BYTES, one
- *           taken for another owner,
- *           and every outbox at the thread's slow paths and exit, goes onto
- *           the owner's inbox with one CAS: one atomic operation on the
- *           owner's line per few hundred blocks;
+ *   ship    an outbox that holds HAK_OUTBOX_MAX blocks or HAK_OUTBOX_BYTES,
+ *           one taken for another owner, and every outbox at the thread's
+ *           slow paths and exit, goes onto the owner's inbox with one CAS:
+ *           one atomic operation on the owner's line per few hundred blocks;
  *   drain   the owner, in its slow paths, takes its whole inbox and gives
  *           each batch back to its slab; it never scans its slabs;
  *   slab    a batch whose SuperSlab the owner no longer has, and a block
