@@ -60,7 +60,7 @@ void hak_decay_maybe(struct hak_heap *h)
 {
     if (__atomic_load_n(&hak_opt.background, __ATOMIC_RELAXED) && !atomic_load_explicit(&background, HAK_RELAXED))
         background_start();
-    uint64_t now = hak_now_ns(), last = atomic_load_explicit(&last_ns, HAK_RELAXED);
+    uint64_t now = hak_coarse_ns(), last = atomic_load_explicit(&last_ns, HAK_RELAXED);
     atomic_store_explicit(&h->active_ns, now, HAK_RELAXED);
     if (now - last < hak_decay_ms() * 1000000u / 2 || !atomic_compare_exchange_strong(&last_ns, &last, now))
         return;

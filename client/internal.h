@@ -189,6 +189,7 @@ int hak_os_unmap(void *p, size_t size) HAK_HIDDEN;
 void *hak_os_remap(void *p, size_t old, size_t len) HAK_HIDDEN;
 uint64_t hak_os_calls(enum hak_os_call call) HAK_HIDDEN;
 uint64_t hak_now_ns(void) HAK_HIDDEN;
+uint64_t hak_coarse_ns(void) HAK_HIDDEN; /* the last tick (a few ms), never ahead of hak_now_ns */
 uint32_t hak_now_ms(void) HAK_HIDDEN; /* wraps after 49 days: compare differences */
 size_t hak_os_page_size(void) HAK_HIDDEN;
 size_t hak_os_resident(const void *p, size_t len) HAK_HIDDEN; /* bytes in memory (mincore) */
