@@ -233,7 +233,7 @@ HAK_API size_t hak_usable_size(const void *p)
             hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
         return hak_secure_usable((const char *)p - HAK_SECURE_HDR, cls, "malloc_usable_size");
     }
-    if (!hak_class_is_block(&hak_classes[cls], x) || hak_class_index(&hak_classes[cls], x) >= hak_hot_carved(hot, u))
+    if (hak_class_index(&hak_classes[cls], x) >= hak_hot_carved(hot, u)) /* carved <= capacity */
         hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
     return hak_classes[cls].size;
 }
