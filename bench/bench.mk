@@ -3,6 +3,7 @@
 #   make bench        quick comparison against glibc, mimalloc, jemalloc, tcmalloc
 #   make bench-full   the same with longer runs and more repetitions
 #   make bench-flood  the daemon: a busy client's refill latency under a status flood (bench/daemon/)
+#   make bench-misuse heap misuses under every allocator: which ones each notices
 # Extra harness options: make bench BENCH_ARGS='--only larson_tiny --reps 5'
 
 BUILD        ?= build
@@ -15,7 +16,7 @@ BENCH_CFLAGS := -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow \
 BENCH_SRC    := $(wildcard bench/*.c)
 BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: bench bench-full bench-bin bench-flood
+.PHONY: bench bench-full bench-bin bench-flood bench-misuse
 
 bench-bin: $(BENCH_BIN)
 
@@ -29,6 +30,9 @@ bench: deps
 
 bench-full: deps
 	$(PYTHON) bench/bench.py --full --build $(BUILD) $(BENCH_ARGS)
+
+bench-misuse: deps lib bench-bin
+	$(PYTHON) bench/misuse.py --build $(BUILD)
 
 # The daemon's own measurements: raw protocol clients, linked with shm/.
 $(BUILD)/bench-daemon/%: bench/daemon/%.c $(SHM_OBJ) shm/hakmem_shm.h

@@ -15,6 +15,7 @@ static inline void *tcache_pop(struct hak_tcache *tc)
         void *next = *(void **)b;
         tc->head = next;
         tc->count--;
+        hak_hand_out(b);
         /* Blocks other threads freed are cache misses in a chain, each
          * link read from the block before: fetch the next one's line while
          * the program works on this one. */
@@ -39,6 +40,11 @@ static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
     if (likely(b))
         return b;
     return hak_malloc_slow(size);
+}
+
+void hak_fatal_unmarked(const void *b)
+{
+    hak_fatal_pointer("malloc", b, "a free block was changed: double free, or a write after free");
 }
 
 /* Refill the cache of cls and pop one block. */

@@ -2,7 +2,8 @@
  *
  * hak_free's fast path: is the address in the arena, does this thread own
  * its SuperSlab, is it the start of a block of the class there; then a push
- * onto the thread's cache. One side-table line is read, no lock, no atomic
+ * onto the thread's cache, the block's free mark set (internal.h). One
+ * side-table line is read, the block only written, no lock, no atomic
  * read-modify-write, no call. A block of another thread goes to remote.c
  * (batched per slab, then per owner: one CAS per few hundred blocks).
  * Anything that fails a check is reported. */
@@ -23,8 +24,9 @@ static inline uint32_t slab_offset(uintptr_t off, const struct hak_ss_hot *hot, 
 }
 
 /* A block of our own that did not fit the fast path: a bad pointer, a
- * double free at the top of the cache, or a full cache. carved: of the
- * slab's blocks. */
+ * double free at the top of the cache (other double frees are caught when
+ * the block would be handed out again: the free mark, internal.h), or a
+ * full cache. carved: of the slab's blocks. */
 static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x, uint32_t carved)
 {
     struct hak_tls *t = &hak_tls;
@@ -47,6 +49,7 @@ static HAK_NOINLINE void free_local_slow(void *p, unsigned cls, uint32_t x, uint
     /* A refill may leave more than the capacity (a slab's whole free
      * list): trimming that is no swing of the class. */
     bool overfull = tc->count > tc->cap;
+    *hak_mark_word(p) = hak_free_mark;
     *(void **)p = tc->head;
     tc->head = p;
     tc->count++;
@@ -124,6 +127,8 @@ static HAK_NOINLINE void free_remote_slow(void *p, uintptr_t off, struct hak_hea
     struct hak_slab *s = remote_slab(b, off, owner, &unit, &cls);
     if (hak_link_key)
         hak_secure_retire(b, cls, "free");
+    else
+        *hak_mark_word(p) = hak_free_mark;
     struct hak_heap *idle = me && !hak_link_key ? hak_remote_free(&hak_tls, hak_remote_slot(idx, unit), s, p)
                                                 : hak_remote_push_one(s, b);
     if (idle)
@@ -144,6 +149,7 @@ static HAK_NOINLINE void free_remote(void *p, uintptr_t off)
     }
     unsigned unit, cls;
     struct hak_slab *s = remote_slab(p, off, owner, &unit, &cls);
+    *hak_mark_word(p) = hak_free_mark;
     struct hak_heap *idle = hak_remote_free(t, hak_remote_slot(idx, unit), s, p);
     if (unlikely(idle != NULL))
         hak_heap_help_drain(idle);
@@ -175,6 +181,7 @@ HAK_API void hak_free(void *p)
         free_local_slow(p, cls, x, carved);
         return;
     }
+    *hak_mark_word(p) = hak_free_mark;
     *(void **)p = tc->head;
     tc->head = p;
     tc->count++;
@@ -208,17 +215,16 @@ HAK_API void hak_free_aligned_sized(void *p, size_t alignment, size_t size)
     hak_free(p);
 }
 
-HAK_API size_t hak_usable_size(const void *p)
+/* The usable size of p, a block of ours (else reported as api's misuse). */
+size_t hak_block_usable(const void *p, const char *api)
 {
-    if (!p)
-        return 0;
     uintptr_t off = (uintptr_t)p - hak_arena.base;
     if (off >= hak_arena.size) {
         if (hak_prof_owns(p))
             return hak_prof_block_usable(p);
         size_t n = hak_large_usable(p);
         if (!n)
-            hak_fatal_pointer("malloc_usable_size", p, "not allocated by hakmem");
+            hak_fatal_pointer(api, p, "not allocated by hakmem");
         return n;
     }
     struct hak_ss_hot *hot = &hak_arena.hot[off >> HAK_SS_SHIFT];
@@ -226,16 +232,23 @@ HAK_API size_t hak_usable_size(const void *p)
     unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
     unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
     if ((!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED) || !cls)
-        hak_fatal_pointer("malloc_usable_size", p, "not an allocated block");
+        hak_fatal_pointer(api, p, "not an allocated block");
     uint32_t x = slab_offset(off, hot, u);
     if (hak_link_key) { /* the size asked for: the bytes after it are canaries */
         if (!hak_secure_at_block(&hak_classes[cls], x))
-            hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
-        return hak_secure_usable((const char *)p - HAK_SECURE_HDR, cls, "malloc_usable_size");
+            hak_fatal_pointer(api, p, "not the start of a block");
+        return hak_secure_usable((const char *)p - HAK_SECURE_HDR, cls, api);
     }
     if (hak_class_index(&hak_classes[cls], x) >= hak_hot_carved(hot, u)) /* carved <= capacity */
-        hak_fatal_pointer("malloc_usable_size", p, "not the start of a block");
+        hak_fatal_pointer(api, p, "not the start of a block");
+    if (((const uintptr_t *)p)[1] == hak_free_mark) /* the free mark (internal.h) */
+        hak_fatal_pointer(api, p, "a freed block (use after free)");
     return hak_classes[cls].size;
+}
+
+HAK_API size_t hak_usable_size(const void *p)
+{
+    return p ? hak_block_usable(p, "malloc_usable_size") : 0;
 }
 
 #ifndef HAK_NO_OVERRIDE

@@ -530,6 +530,7 @@ void *hak_heap_orphan_alloc(unsigned cls)
         b = tc->head;
         tc->head = *(void **)b;
         tc->count--;
+        hak_hand_out(b);
     }
     hak_unlock(&h->lock);
     if (!b)

@@ -51,7 +51,7 @@ bool hak_init_slow(void)
         in_phase1 = true;
         hak_options_init();
         hak_classes_init();
-        hak_secure_init();
+        hak_keys_init();
         hak_crash_init();
         hak_prof_init();
         if (hak_arena_init((size_t)hak_opt.arena_gib << 30) != 0)

@@ -100,12 +100,36 @@ static inline void *hak_link_get(const void *slot)
 /* A slab block in secure mode: HAK_SECURE_HDR bytes (size asked for, a
  * canary) before the pointer malloc returns. */
 #define HAK_SECURE_HDR 16
-void hak_secure_init(void) HAK_HIDDEN;
+void hak_keys_init(void) HAK_HIDDEN; /* the free mark; the secure mode's keys */
 void hak_crash_init(void) HAK_HIDDEN; /* crash.c: the SIGSEGV/SIGBUS report */
 void *hak_secure_malloc(size_t size) HAK_HIDDEN;
 void hak_secure_free_local(void *b, unsigned cls) HAK_HIDDEN; /* b: the block, header included */
 void hak_secure_retire(void *b, unsigned cls, const char *api) HAK_HIDDEN; /* checks, fills, marks; aborts on misuse */
 size_t hak_secure_usable(const void *b, unsigned cls, const char *api) HAK_HIDDEN; /* the size asked for */
+
+/* The default mode's mark of a free block, in its second word (blocks are
+ * at least 16 bytes): every free and carving set it, and a block is handed
+ * out only if it still has it, which the hand-out clears. A block freed
+ * twice sits twice in the free lists; the second hand-out finds the mark
+ * gone and reports, so no block is ever handed out twice; a write after
+ * free over the word is caught the same way. Free itself does not read the
+ * block: a load of a cold line would stall it, the store does not. A
+ * random value with bit 63 set, never a pointer; the first block of a
+ * batch on its way home holds the batch's word instead (remote.c). */
+extern uintptr_t hak_free_mark HAK_HIDDEN;
+static inline uintptr_t *hak_mark_word(void *p)
+{
+    return &((uintptr_t *)p)[1];
+}
+size_t hak_block_usable(const void *p, const char *api) HAK_HIDDEN; /* free.c; p not NULL */
+void hak_fatal_unmarked(const void *b) __attribute__((noreturn, cold)) HAK_HIDDEN;
+/* b, popped from a free list, is handed out: is it free? */
+static inline void hak_hand_out(void *b)
+{
+    if (unlikely(*hak_mark_word(b) != hak_free_mark))
+        hak_fatal_unmarked(b);
+    *hak_mark_word(b) = 0;
+}
 
 /* ---- sizeclass.c: the size-class table ---- */
 /* The tables every malloc and free reads, in one page at fixed offsets

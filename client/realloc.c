@@ -24,7 +24,7 @@ HAK_API void *hak_realloc(void *p, size_t size)
         hak_free(p);
         return NULL;
     }
-    size_t have = hak_usable_size(p); /* also rejects a pointer not ours */
+    size_t have = hak_block_usable(p, "realloc"); /* also rejects a pointer not ours */
     if (size <= have && size > have / 2)
         return p;
     /* Not in secure mode: moved pages would leave their guard pages. */

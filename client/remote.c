@@ -61,12 +61,39 @@ static struct hak_heap *notify_owner(struct hak_ss_hot *hot, struct hak_slab *s)
 }
 
 /* The second word of a batch's first block: its last block (16-byte
- * aligned) and its count less one in the low bits. Blocks are at least 16
- * bytes. The secure mode keeps its own mark there and walks every link. */
+ * aligned) and its count less one in the low bits, in place of the free
+ * mark (internal.h) until the batch reaches its slab. Blocks are at least
+ * 16 bytes. The secure mode keeps its own mark there and walks every link. */
 _Static_assert(HAK_RBATCH_MAX <= 16, "a batch's count fits the low bits of an aligned pointer");
 static inline uintptr_t *batch_word(void *first)
 {
-    return &((uintptr_t *)first)[1];
+    return hak_mark_word(first);
+}
+
+/* A batch's word read back: its last block must be one of the first's
+ * slab. Anything else is a block freed again on its way home (its word is
+ * then the free mark, or what the program wrote after that block was
+ * handed out again): reported before the word is followed. */
+static HAK_NOINLINE void bad_batch(const void *first, uintptr_t w)
+{
+    if (w == hak_free_mark)
+        hak_fatal_pointer("free", first, "double free (freed again on its way back to its owner)");
+    hak_fatal_pointer("free", first, "a block on its way back to its owner was changed: double free, or a write after free");
+}
+static inline void *batch_last(const void *first, uintptr_t w)
+{
+    uintptr_t last = w & ~(uintptr_t)15, off = last - hak_arena.base;
+    uintptr_t foff = (uintptr_t)first - hak_arena.base;
+    if (unlikely(off >= hak_arena.size || (off ^ foff) >> HAK_SS_SHIFT))
+        bad_batch(first, w);
+    struct hak_ss_hot *hot = hak_hot((uint32_t)(foff >> HAK_SS_SHIFT));
+    unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1), head = hak_hot_head(hot, u);
+    unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
+    uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - (head << HAK_UNIT_SHIFT);
+    if (unlikely(!cls || head != hak_hot_head(hot, (unsigned)(foff >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1)) ||
+                 hak_class_index(&hak_classes[cls], x) >= hak_hot_carved(hot, u)))
+        bad_batch(first, w);
+    return (void *)last;
 }
 
 /* The n blocks first..last (linked) onto s's remote list. */
@@ -87,7 +114,7 @@ static inline void *batch_end(void *first, unsigned *n)
 {
     uintptr_t w = *batch_word(first);
     *n = (unsigned)(w & 15) + 1;
-    return (void *)(w & ~(uintptr_t)15);
+    return batch_last(first, w);
 }
 
 /* Each batch of a chain onto its slab's remote list. */
@@ -274,7 +301,8 @@ void hak_remote_collect(struct hak_heap *h, struct hak_slab *s)
         n = 0;
         for (void *b = list; b; b = *(void **)tail) {
             uintptr_t w = *batch_word(b);
-            tail = (void *)(w & ~(uintptr_t)15);
+            tail = batch_last(b, w);
+            *batch_word(b) = hak_free_mark; /* home: a free block's again */
             n += (unsigned)(w & 15) + 1;
             if (unlikely(n > s->used))
                 hak_fatal_pointer("free", list, "double free (more blocks returned than handed out)");
@@ -295,6 +323,7 @@ static void drain_inbox(struct hak_heap *h)
         if (atomic_load_explicit(&hak_hot(s->ss)->owner, HAK_RELAXED) == h) {
             if (unlikely(n > s->used))
                 hak_fatal_pointer("free", b, "double free (more blocks returned than handed out)");
+            *batch_word(b) = hak_free_mark;
             hak_slab_give_back(h, s, b, last, n);
         } else {
             hak_link_set(last, NULL);

@@ -22,7 +22,8 @@
  * Guards between SuperSlabs (provider_embedded.c) and around large blocks,
  * and the quarantine of freed large blocks (large.c), are the secure
  * mode's too; guard pages around the metadata are there in both modes
- * (arena.c). */
+ * (arena.c). The default mode's free mark (internal.h) is drawn here too,
+ * from the same random bytes. */
 #include <string.h>
 #include <sys/auxv.h>
 
@@ -32,14 +33,12 @@
 #define TAIL_MIN 8      /* canary bytes after the block, at least */
 #define FILL 0xdf       /* a freed block's bytes */
 
-uintptr_t hak_link_key;
+uintptr_t hak_link_key, hak_free_mark;
 static uintptr_t mark_key, canary_key;
 static uint8_t tail_fill; /* a block's slack past its 8 keyed bytes */
 
-void hak_secure_init(void)
+void hak_keys_init(void)
 {
-    if (!hak_opt.secure)
-        return;
     /* 16 random bytes the kernel gives every process: no system call. They
      * need not be 8-byte aligned, so they are copied, not loaded. */
     const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
@@ -51,6 +50,9 @@ void hak_secure_init(void)
         a = (uint64_t)(uintptr_t)&a * 0x9E3779B97F4A7C15ull;
         b = a * 0xC2B2AE3D27D4EB4Full;
     }
+    hak_free_mark = (uintptr_t)((a ^ b) * 0xD6E8FEB86659FD93ull) | (uintptr_t)1 << 63;
+    if (!hak_opt.secure)
+        return;
     hak_link_key = (uintptr_t)(a | 1);
     mark_key = (uintptr_t)(b | 1);
     canary_key = (uintptr_t)((a * 0x9E3779B97F4A7C15ull) ^ (b >> 7)) | 1;

@@ -148,9 +148,16 @@ unsigned hak_slab_take(struct hak_slab *s, unsigned want, unsigned most, void **
         if (m > k->capacity - s->carved)
             m = k->capacity - s->carved;
         char *b = (char *)hak_slab_base(s) + (size_t)s->carved * k->size;
-        for (unsigned i = 0; i + 1 < m; i++, b += k->size)
+        /* Free blocks carry the free mark (the secure mode keeps its own). */
+        uintptr_t mark = hak_link_key ? 0 : hak_free_mark;
+        for (unsigned i = 0; i + 1 < m; i++, b += k->size) {
             hak_link_set(b, b + k->size);
+            if (mark)
+                *hak_mark_word(b) = mark;
+        }
         hak_link_set(b, list);
+        if (mark)
+            *hak_mark_word(b) = mark;
         list = (char *)hak_slab_base(s) + (size_t)s->carved * k->size;
         s->carved += m;
         n += m;

@@ -266,6 +266,103 @@ static void double_free_after_flush(void)
     for (int i = 0; i < 2000; i++)
         hak_free(p[i]);
 }
+/* A block freed twice is caught when it would be handed out a second
+ * time: malloc of its size until then (the bound is never reached). */
+static void hand_out_all(size_t size)
+{
+    for (int i = 0; i < 100000; i++)
+        if (!hak_malloc(size))
+            _exit(4);
+    _exit(5);
+}
+static void *free_in_thread(void *p);
+static void double_free_later(void)
+{
+    void *a = hak_malloc(32), *b = hak_malloc(32);
+    hak_free(a);
+    hak_free(b); /* a is no longer at the top of the cache */
+    hak_free(a);
+    hand_out_all(32);
+}
+static void *free_twice_in_thread(void *p)
+{
+    hak_free(p);
+    hak_free(p);
+    return NULL;
+}
+static void double_free_by_another_thread(void)
+{
+    pthread_t th;
+    pthread_create(&th, NULL, free_twice_in_thread, hak_malloc(48));
+    pthread_join(th, NULL);
+}
+static void free_in_owner_then_thread(void)
+{
+    void *p = hak_malloc(48);
+    hak_free(p);
+    pthread_t th;
+    pthread_create(&th, NULL, free_in_thread, p);
+    pthread_join(th, NULL);
+    hand_out_all(48);
+}
+static void free_in_thread_then_owner(void)
+{
+    void *p = hak_malloc(48);
+    pthread_t th;
+    pthread_create(&th, NULL, free_in_thread, p); /* sent home at the thread's exit */
+    pthread_join(th, NULL);
+    hak_free(p);
+    hand_out_all(48);
+}
+/* A free of a real block's neighbour that is free but not at the top of
+ * the cache: a live block a, its neighbour freed first, then others. */
+static void free_free_neighbour(size_t size)
+{
+    char *b[64];
+    for (int i = 0; i < 64; i++)
+        b[i] = hak_malloc(size);
+    size_t step = hak_usable_size(b[0]);
+    for (int i = 0; i < 64; i++)
+        for (int j = 0; j < 64; j++)
+            if (b[j] == b[i] + step) {
+                hak_free(b[j]);
+                for (int k = 0; k < 64; k++)
+                    if (k != i && k != j)
+                        hak_free(b[k]);
+                hak_free(b[i] + step);
+                hand_out_all(size);
+            }
+    _exit(3); /* no two neighbours: nothing to try (reported by the status) */
+}
+static void free_free_neighbour_8(void)
+{
+    free_free_neighbour(8);
+}
+static void free_free_neighbour_4k(void)
+{
+    free_free_neighbour(4096);
+}
+static void realloc_after_free(void)
+{
+    void *p = hak_malloc(100), *q = hak_malloc(100);
+    hak_free(p);
+    hak_free(q);
+    hak_realloc(p, 50);
+}
+static void write_after_free(void)
+{
+    char *p = hak_malloc(64);
+    hak_free(p);
+    memset(p, 0, 16);
+    hand_out_all(64);
+}
+static void usable_size_after_free(void)
+{
+    void *p = hak_malloc(100), *q = hak_malloc(100);
+    hak_free(p);
+    hak_free(q);
+    hak_usable_size(p);
+}
 static void free_never_allocated_slab_pointer(void)
 {
     /* A unit of the block's SuperSlab that holds no slab: which one depends
@@ -336,14 +433,17 @@ static void free_large_interior(void)
     hak_free(p + 4096);
 }
 
-static void expect_abort(void (*fn)(void), const char *needle)
+static void expect_abort_by(void (*fn)(void), const char *name, const char *needle)
 {
-    assert_true(run_expect_abort(fn, err, sizeof err));
+    if (!run_expect_abort(fn, err, sizeof err))
+        fail_msg("%s: no abort (expected \"%s\"): %s", name, needle, err);
     if (!strstr(err, needle))
-        fail_msg("expected \"%s\" in: %s", needle, err);
+        fail_msg("%s: expected \"%s\" in: %s", name, needle, err);
     assert_non_null(strstr(err, "hakmem: "));
     assert_non_null(strstr(err, "0x")); /* names the address */
 }
+
+#define expect_abort(fn, needle) expect_abort_by(fn, #fn, needle)
 
 static void test_invalid_pointers_are_reported(void **state)
 {
@@ -368,6 +468,18 @@ static void test_double_frees_are_reported(void **state)
     (void)state;
     expect_abort(double_free, "double free");
     expect_abort(double_free_after_flush, "double free");
+    expect_abort(double_free_later, "malloc(0x");
+    expect_abort(double_free_later, "double free");
+    expect_abort(double_free_by_another_thread, "double free");
+    expect_abort(free_in_owner_then_thread, "double free");
+    expect_abort(free_in_thread_then_owner, "double free");
+    expect_abort(free_free_neighbour_8, "double free");
+    expect_abort(free_free_neighbour_4k, "double free");
+    expect_abort(write_after_free, "double free, or a write after free");
+    expect_abort(usable_size_after_free, "malloc_usable_size(0x");
+    expect_abort(usable_size_after_free, "a freed block");
+    expect_abort(realloc_after_free, "realloc(0x");
+    expect_abort(realloc_after_free, "a freed block");
 }
 
 int main(void)

@@ -36,7 +36,9 @@ static void *freer(void *arg)
 }
 
 /* Sum of used blocks over the owner's slabs of cls, checking each slab's
- * books balance: free list + uncarved + used == capacity. */
+ * books balance: free list + uncarved + used == capacity, and that every
+ * free block carries the free mark (a batch's first block too, whose mark
+ * the batch's word stood in for on the way). */
 static long slab_books(struct hak_heap *h, unsigned cls, int *balanced)
 {
     long used = 0;
@@ -44,8 +46,11 @@ static long slab_books(struct hak_heap *h, unsigned cls, int *balanced)
     for (int list = 0; list < 2; list++)
         for (struct hak_slab *s = list ? h->full[cls] : h->partial[cls]; s; s = s->next) {
             unsigned nfree = 0;
-            for (void *b = s->free; b; b = *(void **)b)
+            for (void *b = s->free; b; b = *(void **)b) {
                 nfree++;
+                if (*hak_mark_word(b) != hak_free_mark)
+                    *balanced = 0;
+            }
             if (nfree != s->nfree || s->nfree + (hak_classes[cls].capacity - s->carved) + s->used != hak_classes[cls].capacity)
                 *balanced = 0;
             used += s->used;
