@@ -96,10 +96,10 @@ static void count_remote(unsigned cls)
 /* The rare cases of a block this thread does not own: its SuperSlab is
  * abandoned (this thread takes it over), the thread has no heap yet (it
  * gets one, so its remote frees are batched and sent at its exit), or is
- * past its exit, or the secure mode is on. */
-/* gcc 12's UndefinedBehaviorSanitizer, checking the thread's TLS address
- * for NULL in the batch code inlined here, tested the flags of the batch
- * slot's computation instead: a false report whenever the slot was 0. */
+ * past its exit, or the secure mode is on. Left out of UBSan's NULL
+ * checks: gcc 12's check of the thread's TLS address in the batch code
+ * inlined here tested the flags of the batch slot's computation (a false
+ * report whenever the slot was 0). */
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((no_sanitize("null")))
 #endif
