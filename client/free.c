@@ -17,12 +17,6 @@ uint64_t hak_remote_frees(unsigned cls)
     return atomic_load_explicit(&remote_frees[cls], HAK_RELAXED);
 }
 
-/* Offset of p from the start of its slab, for the multiple-of-size check. */
-static inline uint32_t slab_offset(uintptr_t off, const struct hak_ss_hot *hot, unsigned u)
-{
-    return (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((uint32_t)hak_hot_head(hot, u) << HAK_UNIT_SHIFT);
-}
-
 /* A block of our own that did not fit the fast path: a bad pointer, a
  * double free at the top of the cache (other double frees are caught when
  * the block would be handed out again: the free mark, internal.h), or a
@@ -79,10 +73,10 @@ static inline struct hak_slab *remote_slab(void *p, uintptr_t off, struct hak_he
     if (unlikely(!*cls))
         hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
     *unit = hak_hot_head(hot, u);
-    uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - (*unit << HAK_UNIT_SHIFT);
+    uint32_t x = hak_slab_offset(off, hot, u);
     if (unlikely(!hak_class_is_block(&hak_classes[*cls], x)))
         hak_fatal_pointer("free", p, "not the start of a block (interior or misaligned pointer)");
-    if (unlikely(hak_class_index(&hak_classes[*cls], x) >= hak_hot_carved(hot, u)))
+    if (unlikely(!hak_hot_carved_block(hot, u, *cls, x)))
         hak_fatal_pointer("free", p, "not an allocated block (never handed out)");
     return &hak_cold(idx)->slab[*unit];
 }
@@ -239,13 +233,13 @@ size_t hak_block_usable(const void *p, const char *api)
     unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
     if ((!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED) || !cls)
         hak_fatal_pointer(api, p, "not an allocated block");
-    uint32_t x = slab_offset(off, hot, u);
+    uint32_t x = hak_slab_offset(off, hot, u);
     if (hak_link_key) { /* the size asked for: the bytes after it are canaries */
         if (!hak_secure_at_block(&hak_classes[cls], x))
             hak_fatal_pointer(api, p, "not the start of a block");
         return hak_secure_usable((const char *)p - HAK_SECURE_HDR, cls, api);
     }
-    if (hak_class_index(&hak_classes[cls], x) >= hak_hot_carved(hot, u)) /* carved <= capacity */
+    if (!hak_hot_carved_block(hot, u, cls, x)) /* carved <= capacity */
         hak_fatal_pointer(api, p, "not the start of a block");
     if (((const uintptr_t *)p)[1] == hak_free_mark) /* the free mark (internal.h) */
         hak_fatal_pointer(api, p, "a freed block (use after free)");

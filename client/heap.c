@@ -230,11 +230,12 @@ struct hak_heap *hak_heap_thread_start(void)
 }
 
 /* Drain h's inbox and notify stack for its owner, which has let
- * HAK_HELP_DRAIN batches pile up there: a thread blocked in a join, or done allocating, would
- * otherwise never give that memory back to its slabs (nor emptied
- * SuperSlabs back to the provider). Every change to a heap's slabs happens
- * under its lock, and the owner's fast paths touch only its cache, so the
- * lock makes this thread the owner for the while. Never waits for it. */
+ * HAK_HELP_DRAIN batches pile up there: a thread blocked in a join, or done
+ * allocating, would otherwise never give that memory back to its slabs
+ * (nor emptied SuperSlabs back to the provider). Every change to a heap's
+ * slabs happens under its lock, and the owner's fast paths touch only its
+ * cache, so the lock makes this thread the owner for the while. Never
+ * waits for it. */
 void hak_heap_help_drain(struct hak_heap *h)
 {
     if (!hak_lock_try(&h->lock))
@@ -573,8 +574,7 @@ static bool child_block_ok(void *p, unsigned cls)
     if (idx >= hak_arena.cursor || (!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED) ||
         hot->cls[u] != cls)
         return false;
-    uint32_t x = (uint32_t)((uintptr_t)p & (HAK_SS_SIZE - 1)) - ((uint32_t)hak_hot_head(hot, u) << HAK_UNIT_SHIFT);
-    return hak_class_is_block(&hak_classes[cls], x) && hak_slab_of(p)->used > 0;
+    return hak_class_is_block(&hak_classes[cls], hak_slab_offset((uintptr_t)p, hot, u)) && hak_slab_of(p)->used > 0;
 }
 
 static void child_reclaim_tls(struct hak_heap *h)

@@ -181,6 +181,17 @@ static inline uint32_t hak_hot_carved(const struct hak_ss_hot *hot, unsigned u)
 {
     return __atomic_load_n(&hot->slab[u], __ATOMIC_RELAXED) & HAK_HOT_CARVED_MAX;
 }
+/* Where an address lies in the slab over unit u of its SuperSlab (off: the
+ * address, or its offset from the arena base: only the low bits count). */
+static inline uint32_t hak_slab_offset(uintptr_t off, const struct hak_ss_hot *hot, unsigned u)
+{
+    return (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((uint32_t)hak_hot_head(hot, u) << HAK_UNIT_SHIFT);
+}
+/* Is x, an offset in the slab of class cls over unit u, a block it carved? */
+static inline bool hak_hot_carved_block(const struct hak_ss_hot *hot, unsigned u, unsigned cls, uint32_t x)
+{
+    return hak_class_index(&hak_classes[cls], x) < hak_hot_carved(hot, u);
+}
 /* Secure mode (secure.c): x, an offset in a slab of class k, is where
  * malloc put a block's bytes (a header before them). */
 static inline bool hak_secure_at_block(const struct hak_class *k, uint32_t x)

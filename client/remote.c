@@ -87,11 +87,11 @@ static inline void *batch_last(const void *first, uintptr_t w)
     if (unlikely(off >= hak_arena.size || (off ^ foff) >> HAK_SS_SHIFT))
         bad_batch(first, w);
     struct hak_ss_hot *hot = hak_hot((uint32_t)(foff >> HAK_SS_SHIFT));
-    unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1), head = hak_hot_head(hot, u);
+    unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
+    unsigned fu = (unsigned)(foff >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
     unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
-    uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - (head << HAK_UNIT_SHIFT);
-    if (unlikely(!cls || head != hak_hot_head(hot, (unsigned)(foff >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1)) ||
-                 hak_class_index(&hak_classes[cls], x) >= hak_hot_carved(hot, u)))
+    if (unlikely(!cls || hak_hot_head(hot, u) != hak_hot_head(hot, fu) ||
+                 !hak_hot_carved_block(hot, u, cls, hak_slab_offset(off, hot, u))))
         bad_batch(first, w);
     return (void *)last;
 }

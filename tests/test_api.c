@@ -266,6 +266,18 @@ static void double_free_after_flush(void)
     for (int i = 0; i < 2000; i++)
         hak_free(p[i]);
 }
+static void *free_in_thread(void *p)
+{
+    hak_free(p);
+    return NULL;
+}
+/* fn(p) in a thread of its own, to its end. */
+static void run_in_thread(void *(*fn)(void *), void *p)
+{
+    pthread_t th;
+    pthread_create(&th, NULL, fn, p);
+    pthread_join(th, NULL);
+}
 /* A block freed twice is caught when it would be handed out a second
  * time: malloc of its size until then (the bound is never reached). */
 static void hand_out_all(size_t size)
@@ -275,7 +287,6 @@ static void hand_out_all(size_t size)
             _exit(4);
     _exit(5);
 }
-static void *free_in_thread(void *p);
 static void double_free_later(void)
 {
     void *a = hak_malloc(32), *b = hak_malloc(32);
@@ -292,25 +303,19 @@ static void *free_twice_in_thread(void *p)
 }
 static void double_free_by_another_thread(void)
 {
-    pthread_t th;
-    pthread_create(&th, NULL, free_twice_in_thread, hak_malloc(48));
-    pthread_join(th, NULL);
+    run_in_thread(free_twice_in_thread, hak_malloc(48));
 }
 static void free_in_owner_then_thread(void)
 {
     void *p = hak_malloc(48);
     hak_free(p);
-    pthread_t th;
-    pthread_create(&th, NULL, free_in_thread, p);
-    pthread_join(th, NULL);
+    run_in_thread(free_in_thread, p);
     hand_out_all(48);
 }
 static void free_in_thread_then_owner(void)
 {
     void *p = hak_malloc(48);
-    pthread_t th;
-    pthread_create(&th, NULL, free_in_thread, p); /* sent home at the thread's exit */
-    pthread_join(th, NULL);
+    run_in_thread(free_in_thread, p); /* sent home at the thread's exit */
     hak_free(p);
     hand_out_all(48);
 }
@@ -392,16 +397,9 @@ static void free_past_carved(void)
 {
     hak_free(past_carved(4096));
 }
-static void *free_in_thread(void *p)
-{
-    hak_free(p);
-    return NULL;
-}
 static void free_past_carved_remote(void)
 {
-    pthread_t th;
-    pthread_create(&th, NULL, free_in_thread, past_carved(8));
-    pthread_join(th, NULL);
+    run_in_thread(free_in_thread, past_carved(8));
 }
 static void usable_size_past_carved(void)
 {
