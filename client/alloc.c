@@ -96,20 +96,23 @@ void *hak_malloc_inner(size_t size)
     return malloc_fast(size);
 }
 
-static HAK_NOINLINE void *malloc_sampling(size_t size, void *ra)
+/* Reached by a jump (a sibling call) from hak_malloc_sampled, so its
+ * return address is the program's: taking it there cost that function a
+ * stack frame on every call. */
+static HAK_NOINLINE void *malloc_sampling(size_t size)
 {
     if (!hak_prof_due())
         return malloc_fast(size);
-    return hak_prof_alloc(size, 16, false, ra);
+    return hak_prof_alloc(size, 16, false, __builtin_return_address(0));
 }
 
-/* With the profiler on, malloc jumps here: the same, after the countdown
- * (no call on the way, so no stack frame either). */
+/* With the profiler on, malloc jumps here: the same after the countdown,
+ * which is one subtraction from memory and a sign test. */
 void *hak_malloc_sampled(size_t size)
 {
-    if (likely((hak_tls.prof_left -= (int64_t)size) > 0))
+    if (likely((hak_tls.prof_left -= (int64_t)size) >= 0))
         return malloc_fast(size);
-    return malloc_sampling(size, __builtin_return_address(0));
+    return malloc_sampling(size);
 }
 
 static inline void *calloc_body(size_t count, size_t size)
@@ -141,7 +144,7 @@ HAK_API void *hak_calloc(size_t count, size_t size)
 void *hak_calloc_sampled(size_t count, size_t size)
 {
     size_t bytes;
-    if (!__builtin_mul_overflow(count, size, &bytes) && (hak_tls.prof_left -= (int64_t)bytes) <= 0 && hak_prof_due())
+    if (!__builtin_mul_overflow(count, size, &bytes) && (hak_tls.prof_left -= (int64_t)bytes) < 0 && hak_prof_due())
         return hak_prof_alloc(bytes, 16, true, __builtin_return_address(0));
     return calloc_body(count, size);
 }

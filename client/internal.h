@@ -497,7 +497,7 @@ static inline bool hak_ready(void)
 
 /* ---- prof*.c: the sampling heap profiler ----
  * The sampling entry points (alloc.c) count bytes down in hak_tls.prof_left
- * and call hak_prof_due when it runs out; the default ones never look. */
+ * and call hak_prof_due when it goes below 0; the default ones never look. */
 extern uint64_t hak_prof_rate HAK_HIDDEN; /* mean bytes between samples; 0 = off */
 bool hak_prof_patch_entries(const char **why) HAK_HIDDEN; /* malloc, calloc jump to the sampling ones */
 void hak_prof_init(void) HAK_HIDDEN;
@@ -505,6 +505,8 @@ bool hak_prof_due(void) HAK_HIDDEN;
 void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra) HAK_HIDDEN;
 void hak_prof_freed(uint64_t tag) HAK_HIDDEN;
 void hak_prof_thread_exit(void) HAK_HIDDEN; /* its counts table to the next thread */
+struct hak_stats;
+void hak_prof_stats(struct hak_stats *s) HAK_HIDDEN; /* the prof_ figures */
 #define HAK_PROF_DEPTH 64
 struct hak_prof_stack {
     unsigned n;
@@ -543,7 +545,7 @@ void hak_prof_fork_child(void) HAK_HIDDEN;
  * ones): sample this allocation of size bytes? */
 static inline bool hak_prof_sampling(size_t size)
 {
-    return unlikely(hak_prof_rate != 0) && (hak_tls.prof_left -= (int64_t)size) <= 0 && hak_prof_due();
+    return unlikely(hak_prof_rate != 0) && (hak_tls.prof_left -= (int64_t)size) < 0 && hak_prof_due();
 }
 
 #endif /* HAK_INTERNAL_H */

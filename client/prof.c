@@ -63,6 +63,7 @@ static struct {
     uintptr_t *frames;     /* NFRAMES */
     uint32_t used, nframes;
     uint64_t dropped;      /* samples whose stack found no room */
+    uint64_t unwinds;      /* full unwinds: stacks the memo did not know */
     struct count_tab *shared, *all, *free;
 } pf = {.lock = HAK_LOCK_INIT};
 
@@ -73,15 +74,18 @@ struct prof_thread {
 };
 static __thread struct prof_thread me;
 
-static float ln_mantissa[1u << LN_BITS]; /* ln(1 + (i + 1/2) / 2^LN_BITS) */
-static void ln_table_init(void);
+/* -ln m for m in [1, 2) by m's first LN_BITS bits, and ln 2, in bytes of
+ * the sampling rate: an interval is then integer arithmetic and one load. */
+static uint64_t ln_mantissa_bytes[1u << LN_BITS];
+static uint64_t ln2_bytes;
+static void ln_table_init(uint64_t rate);
 
 void hak_prof_init(void)
 {
     if (!hak_opt.prof)
         return;
     const char *why = NULL;
-    ln_table_init();
+    ln_table_init(hak_opt.prof_sample);
     hak_prof_blocks_init(); /* without it, sampled blocks are large blocks */
     hak_prof_rate = hak_opt.prof_sample; /* before malloc can jump to the sampling entry */
     if (!hak_prof_patch_entries(&why)) {
@@ -112,33 +116,29 @@ static double ln_series(double m)
     return 2 * z * (1 + z2 * (1.0 / 3 + z2 * (1.0 / 5 + z2 * (1.0 / 7 + z2 * (1.0 / 9 + z2 / 11)))));
 }
 
-static void ln_table_init(void)
+/* Rates above 2^52 bytes (4 PiB) are clamped there: the products below
+ * then fit in 64 bits. */
+static void ln_table_init(uint64_t rate)
 {
+    double r = (double)(rate < (1ull << 52) ? rate : (1ull << 52));
     for (unsigned i = 0; i < (1u << LN_BITS); i++)
-        ln_mantissa[i] = (float)ln_series(1 + (i + 0.5) / (1u << LN_BITS));
+        ln_mantissa_bytes[i] = (uint64_t)(ln_series(1 + (i + 0.5) / (1u << LN_BITS)) * r);
+    ln2_bytes = (uint64_t)(LN2 * r);
 }
 
-/* -ln(u) for u = r / 2^53, r in [1, 2^53]: r = m * 2^e with m in [1, 2),
- * ln m from a table by m's first LN_BITS bits (the series' dependent
- * divide and multiplies were most of a sample's cost on workloads that
- * sample every microsecond). Off by 2^-(LN_BITS+1) at most: the interval
- * law stays exponential to within a tenth of a percent. */
-static double neg_log_unit(uint64_t r)
-{
-    int e = 63 - __builtin_clzll(r);
-    uint32_t top = (uint32_t)((r << (63 - e)) >> (63 - LN_BITS)) & ((1u << LN_BITS) - 1);
-    return (53 - e) * LN2 - ln_mantissa[top];
-}
-
+/* -ln(u) * rate for u = r / 2^53, r in [1, 2^53]: r = m * 2^e with m in
+ * [1, 2), ln m from the table by m's first LN_BITS bits (the series'
+ * dependent divide and multiplies, then a floating-point table's
+ * conversions, were most of a sample's cost on workloads that sample
+ * every microsecond). Off by 2^-(LN_BITS+1) of the rate at most: the
+ * interval law stays exponential to within a tenth of a percent. */
 static int64_t next_interval(struct prof_thread *t)
 {
     uint64_t r = (next_random(t) >> 11) + 1; /* [1, 2^53] */
-    double bytes = neg_log_unit(r) * (double)hak_prof_rate;
-    if (bytes < 1)
-        return 1;
-    if (bytes > (double)(INT64_MAX / 2))
-        return INT64_MAX / 2;
-    return (int64_t)bytes;
+    int e = 63 - __builtin_clzll(r);
+    uint32_t top = (uint32_t)((r << (63 - e)) >> (63 - LN_BITS)) & ((1u << LN_BITS) - 1);
+    int64_t bytes = (int64_t)((uint64_t)(53 - e) * ln2_bytes - ln_mantissa_bytes[top]);
+    return bytes < 1 ? 1 : bytes;
 }
 
 static void seed(struct prof_thread *t)
@@ -167,7 +167,7 @@ HAK_NOINLINE bool hak_prof_due(void)
     bool first = !t->seeded;
     if (first)
         seed(t);
-    hak_tls.prof_left = next_interval(t);
+    hak_tls.prof_left = next_interval(t) - 1;
     return !first;
 }
 
@@ -322,6 +322,7 @@ static HAK_NOINLINE int64_t unwind_id(void *ra, uintptr_t anchor, bool fits)
     unsigned n = hak_prof_unwind(&st, ra, anchor);
     t->busy = false;
     hak_lock(&pf.lock);
+    pf.unwinds++;
     int64_t i = n && fits ? stack_id(st.f, n) : -1;
     if (i >= 0)
         hak_prof_memo_store(ra, &st, (uint32_t)i);
@@ -361,6 +362,32 @@ void hak_prof_freed(uint64_t tag)
     count_in(t ? t : pf.shared, (uint32_t)(id - 1), (uint64_t)-1, -(tag >> TAG_BUCKET_BITS), false);
 }
 
+static struct counts sum_of(uint32_t id)
+{
+    struct counts s = {0, 0, 0, 0};
+    for (const struct count_tab *t = pf.all; t; t = t->next) {
+        s.alloc_n += LOAD(t->c[id].alloc_n);
+        s.alloc_bytes += LOAD(t->c[id].alloc_bytes);
+        s.live_n += LOAD(t->c[id].live_n);
+        s.live_bytes += LOAD(t->c[id].live_bytes);
+    }
+    return s;
+}
+
+void hak_prof_stats(struct hak_stats *s)
+{
+    if (!hak_prof_rate)
+        return;
+    hak_lock(&pf.lock);
+    uint64_t samples = pf.dropped;
+    for (uint32_t id = 0; id < pf.used; id++)
+        samples += sum_of(id).alloc_n;
+    s->prof_samples = samples;
+    s->prof_unwinds = pf.unwinds;
+    s->prof_dropped = pf.dropped;
+    hak_unlock(&pf.lock);
+}
+
 /* ---- the profile file: the legacy heap profile text pprof reads ---- */
 
 struct out {
@@ -398,18 +425,6 @@ static void put_counts(struct out *o, uint64_t ln, uint64_t lb, uint64_t an, uin
     int n = snprintf(line, sizeof line, "%6llu: %8llu [%6llu: %8llu] @", (unsigned long long)ln,
                      (unsigned long long)lb, (unsigned long long)an, (unsigned long long)ab);
     put(o, line, (size_t)n);
-}
-
-static struct counts sum_of(uint32_t id)
-{
-    struct counts s = {0, 0, 0, 0};
-    for (const struct count_tab *t = pf.all; t; t = t->next) {
-        s.alloc_n += LOAD(t->c[id].alloc_n);
-        s.alloc_bytes += LOAD(t->c[id].alloc_bytes);
-        s.live_n += LOAD(t->c[id].live_n);
-        s.live_bytes += LOAD(t->c[id].live_bytes);
-    }
-    return s;
 }
 
 static void put_rows(struct out *o)

@@ -6,6 +6,11 @@
  * and touches no shared table but its own tag word: on a busy profiler the
  * large blocks' registry and its lock were the bottleneck.
  *
+ * The free lists link blocks through the table too, never through the
+ * blocks: a block's first line is cold by the time a sample reuses it (all
+ * of them share the cache sets of page starts), and reading a link there
+ * was one miss on every sample's path.
+ *
  * A thread's cache holds up to 1 MiB and goes to the shared lists when the
  * thread exits; the shared lists hold up to 32 MiB resident, and what they
  * get beyond that has its pages given back first (MADV_DONTNEED).
@@ -24,18 +29,23 @@
 #define MAX_PAGES (HAK_MID_MAX / PAGE)
 #define THREAD_CACHE_BYTES (1u << 20)
 #define SHARED_RESIDENT_BYTES (32u << 20)
-#define CHUNK_PAGES 64u                /* 8 lines of tags; at least MAX_PAGES */
+#define CHUNK_PAGES 64u                /* 16 lines of the table; at least MAX_PAGES */
 #define LIVE_BIT (1ull << 23)         /* in a tag's bucket bits: a block starts here */
 #define FREED_BIT (1ull << 22)        /* one started here and was freed */
 
 struct hak_prof_region hak_prof_region;
 
+struct page {
+    uint64_t tag;             /* of the block starting here */
+    uintptr_t next;           /* a free block: the next on its list */
+};
+
 static struct {
-    uint64_t *tags;           /* per page of the region */
+    struct page *pg;          /* per page of the region */
     size_t pages;
     _Atomic size_t used;      /* pages handed out to threads' chunks */
     hak_lock_t lock;
-    uintptr_t shared[MAX_PAGES + 1]; /* freed blocks by pages, linked through their first word */
+    uintptr_t shared[MAX_PAGES + 1]; /* freed blocks by pages */
     size_t shared_bytes;      /* resident among them */
 } rg = {.lock = HAK_LOCK_INIT};
 
@@ -47,21 +57,26 @@ static __thread struct {
 
 _Static_assert(CHUNK_PAGES >= MAX_PAGES, "a block fits in a chunk");
 
+/* The largest range the process may reserve, from REGION_BYTES down to
+ * 1 GiB (an address-space limit, ulimit -v, or a tool running the program
+ * may refuse the largest). */
 bool hak_prof_blocks_init(void)
 {
     if (hak_os_page_size() != PAGE)
         return false;
-    void *base = hak_os_map_noreserve(REGION_BYTES);
-    rg.tags = base ? hak_os_map_noreserve(REGION_BYTES / PAGE * sizeof *rg.tags) : NULL;
-    if (!rg.tags) {
+    for (size_t bytes = REGION_BYTES; bytes >= (1ull << 30); bytes /= 2) {
+        void *base = hak_os_map_noreserve(bytes);
+        rg.pg = base ? hak_os_map_noreserve(bytes / PAGE * sizeof *rg.pg) : NULL;
+        if (rg.pg) {
+            rg.pages = bytes / PAGE;
+            hak_prof_region.base = (uintptr_t)base;
+            hak_prof_region.size = bytes;
+            return true;
+        }
         if (base)
-            hak_os_unmap(base, REGION_BYTES);
-        return false;
+            hak_os_unmap(base, bytes);
     }
-    rg.pages = REGION_BYTES / PAGE;
-    hak_prof_region.base = (uintptr_t)base;
-    hak_prof_region.size = REGION_BYTES;
-    return true;
+    return false;
 }
 
 /* Blocks come in a few page counts, half a power of two apart: with one
@@ -77,9 +92,14 @@ static size_t pages_of(size_t size)
     return (n + step - 1) & ~(step - 1);
 }
 
+static struct page *page_of(uintptr_t b)
+{
+    return &rg.pg[(b - hak_prof_region.base) / PAGE];
+}
+
 static void push(uintptr_t *list, uintptr_t b)
 {
-    *(uintptr_t *)b = *list;
+    page_of(b)->next = *list;
     *list = b;
 }
 
@@ -87,12 +107,12 @@ static uintptr_t pop(uintptr_t *list)
 {
     uintptr_t b = *list;
     if (b)
-        *list = *(uintptr_t *)b;
+        *list = page_of(b)->next;
     return b;
 }
 
 /* What is left of the thread's chunk, one block of its pages for the
- * shared lists (their first page only is touched, by the link). */
+ * shared lists (none of them touched). */
 static void chunk_rest_free(void)
 {
     size_t n = mine.end - mine.next;
@@ -133,9 +153,9 @@ void *hak_prof_block_alloc(size_t size, size_t align, bool zero, uint64_t tag)
         b = hak_prof_region.base + mine.next * PAGE;
         mine.next += n;
     }
-    if (!fresh)
-        memset((void *)b, 0, zero ? size : sizeof(uintptr_t)); /* no stale link shows */
-    __atomic_store_n(&rg.tags[(b - hak_prof_region.base) / PAGE], tag | LIVE_BIT, __ATOMIC_RELEASE);
+    if (zero && !fresh)
+        memset((void *)b, 0, size);
+    __atomic_store_n(&page_of(b)->tag, tag | LIVE_BIT, __ATOMIC_RELEASE);
     return (void *)b;
 }
 
@@ -144,7 +164,7 @@ static uint64_t tag_at(const void *p, const char *api)
     uintptr_t off = (uintptr_t)p - hak_prof_region.base;
     if (off % PAGE)
         hak_fatal_pointer(api, p, "not the start of a block (interior or misaligned pointer)");
-    uint64_t t = __atomic_load_n(&rg.tags[off / PAGE], __ATOMIC_ACQUIRE);
+    uint64_t t = __atomic_load_n(&rg.pg[off / PAGE].tag, __ATOMIC_ACQUIRE);
     if (t & FREED_BIT)
         hak_fatal_pointer(api, p, "double free");
     if (!(t & LIVE_BIT))
@@ -154,12 +174,11 @@ static uint64_t tag_at(const void *p, const char *api)
 
 void hak_prof_block_free(void *p)
 {
-    uintptr_t off = (uintptr_t)p - hak_prof_region.base;
     uint64_t t = tag_at(p, "free");
     /* A plain store: a second free is caught when it comes after this one;
      * two frees racing in two threads are not (nor are they elsewhere in
      * the allocator), and a locked exchange cost a fifth of a sample. */
-    __atomic_store_n(&rg.tags[off / PAGE], (t & ~LIVE_BIT) | FREED_BIT, __ATOMIC_RELEASE);
+    __atomic_store_n(&page_of((uintptr_t)p)->tag, (t & ~LIVE_BIT) | FREED_BIT, __ATOMIC_RELEASE);
     size_t n = pages_of(t >> 24), bytes = n * PAGE;
     hak_prof_freed(t & ~LIVE_BIT);
     if (mine.bytes + bytes <= THREAD_CACHE_BYTES) {
@@ -170,8 +189,8 @@ void hak_prof_block_free(void *p)
     hak_lock(&rg.lock);
     if (rg.shared_bytes + bytes <= SHARED_RESIDENT_BYTES)
         rg.shared_bytes += bytes;
-    else if (n > 1)
-        madvise((char *)p + PAGE, bytes - PAGE, MADV_DONTNEED); /* the first page keeps the link */
+    else
+        madvise(p, bytes, MADV_DONTNEED);
     push(&rg.shared[n], (uintptr_t)p);
     hak_unlock(&rg.lock);
 }
@@ -197,16 +216,15 @@ void hak_prof_blocks_thread_exit(void)
     hak_unlock(&rg.lock);
 }
 
-/* malloc_trim: the pages of the shared lists' blocks go back (each keeps
- * its first page: the link). */
+/* malloc_trim: the pages of the shared lists' blocks go back. */
 size_t hak_prof_blocks_trim(void)
 {
     size_t bytes = 0;
     hak_lock(&rg.lock);
-    for (size_t n = 2; n <= MAX_PAGES; n++)
-        for (uintptr_t b = rg.shared[n]; b; b = *(uintptr_t *)b)
-            if (madvise((char *)b + PAGE, (n - 1) * PAGE, MADV_DONTNEED) == 0)
-                bytes += (n - 1) * PAGE;
+    for (size_t n = 1; n <= MAX_PAGES; n++)
+        for (uintptr_t b = rg.shared[n]; b; b = page_of(b)->next)
+            if (madvise((void *)b, n * PAGE, MADV_DONTNEED) == 0)
+                bytes += n * PAGE;
     rg.shared_bytes = 0;
     hak_unlock(&rg.lock);
     return bytes;
@@ -218,8 +236,8 @@ uint64_t hak_prof_blocks_live(void)
 {
     size_t used = atomic_load_explicit(&rg.used, memory_order_relaxed);
     uint64_t bytes = 0;
-    for (size_t i = 0; rg.tags && i < used; i++) {
-        uint64_t t = __atomic_load_n(&rg.tags[i], __ATOMIC_RELAXED);
+    for (size_t i = 0; rg.pg && i < used; i++) {
+        uint64_t t = __atomic_load_n(&rg.pg[i].tag, __ATOMIC_RELAXED);
         if (t & LIVE_BIT)
             bytes += pages_of(t >> 24) * PAGE;
     }

@@ -8,6 +8,9 @@
  * the same one (a return address fixes the calling function and its call
  * site, hence where its caller's return address lies, frame by frame), and
  * the stack is known without unwinding. Any difference means a full unwind.
+ * A call site keeps up to MEMO_WAYS chains: a wrapper around malloc is one
+ * call site reached from many callers, and with one chain per call site
+ * two callers taking turns unwound in full every time.
  *
  * libgcc_s is loaded on the first sample (as glibc's backtrace does), so
  * the library links against the C library only; without it, or on other
@@ -20,6 +23,7 @@
 #include "internal.h"
 
 #define MEMO_SLOTS 1024 /* power of two */
+#define MEMO_WAYS 8     /* chains per call site (a set of slots); power of two */
 
 /* Written under the profiler's lock, read without it: a sequence count,
  * odd while an entry is rewritten, tells a reader its copy is whole. */
@@ -75,9 +79,12 @@ struct walk {
 static _Unwind_Reason_Code one_frame(struct _Unwind_Context *ctx, void *arg)
 {
     struct walk *w = arg;
-    if (w->n == HAK_PROF_DEPTH + 8)
+    uintptr_t ip = gcc.get_ip(ctx);
+    /* A 0 ends the main thread's chain, below _start: no frame, and no
+     * slot holds it, so a stack ending in it could never be memoized. */
+    if (w->n == HAK_PROF_DEPTH + 8 || !ip)
         return _URC_END_OF_STACK;
-    w->ip[w->n] = gcc.get_ip(ctx);
+    w->ip[w->n] = ip;
     w->cfa[w->n] = gcc.get_cfa(ctx);
     w->n++;
     return _URC_NO_REASON;
@@ -126,18 +133,15 @@ unsigned hak_prof_unwind(struct hak_prof_stack *s, void *ra, uintptr_t anchor)
     return s->n;
 }
 
-static struct memo *memo_slot(struct memo *table, void *ra)
+static struct memo *memo_set(struct memo *table, void *ra)
 {
     uint64_t h = (uint64_t)(uintptr_t)ra * 0x9E3779B97F4A7C15ull;
-    return &table[(h >> 32) & (MEMO_SLOTS - 1)];
+    return &table[(h >> 32) & (MEMO_SLOTS - 1) & ~(uint64_t)(MEMO_WAYS - 1)];
 }
 
-int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
+/* m's stack id if m holds this stack, else -1. */
+static int64_t memo_match(struct memo *m, void *ra, uintptr_t anchor)
 {
-    struct memo *table = __atomic_load_n(&memo, __ATOMIC_ACQUIRE);
-    if (!table || !anchor)
-        return -1;
-    struct memo *m = memo_slot(table, ra);
     uint32_t seq = __atomic_load_n(&m->seq, __ATOMIC_ACQUIRE);
     uint32_t depth = LOAD(m->depth), id = LOAD(m->id);
     if ((seq & 1) || LOAD(m->ra) != (uintptr_t)ra || !depth || depth > HAK_PROF_DEPTH)
@@ -156,6 +160,20 @@ int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
     return id;
 }
 
+int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
+{
+    struct memo *table = __atomic_load_n(&memo, __ATOMIC_ACQUIRE);
+    if (!table || !anchor)
+        return -1;
+    struct memo *set = memo_set(table, ra);
+    for (unsigned w = 0; w < MEMO_WAYS; w++) {
+        int64_t id = memo_match(&set[w], ra, anchor);
+        if (id >= 0)
+            return id;
+    }
+    return -1;
+}
+
 void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t id)
 {
     if (!s->has_off || !s->n)
@@ -166,7 +184,14 @@ void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t id)
             return;
         __atomic_store_n(&memo, table, __ATOMIC_RELEASE);
     }
-    struct memo *m = memo_slot(table, ra);
+    /* An empty slot of the set, else each in turn. */
+    static unsigned turn;
+    struct memo *set = memo_set(table, ra), *m = &set[turn++ & (MEMO_WAYS - 1)];
+    for (unsigned w = 0; w < MEMO_WAYS; w++)
+        if (!LOAD(set[w].ra)) {
+            m = &set[w];
+            break;
+        }
     uint32_t seq = LOAD(m->seq);
     /* Odd before any field changes (an acquiring exchange keeps the
      * stores below after it), even again after (a release). */

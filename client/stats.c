@@ -180,6 +180,7 @@ void hak_stats_snapshot(struct hak_stats *s, bool resident)
             small += e->live_bytes;
         }
     }
+    hak_prof_stats(s);
     uint64_t sampled = hak_prof_blocks_live(); /* the profiler's, if on */
     s->allocated = small + s->large_bytes + sampled;
     s->active = slab_bytes + s->large_bytes + sampled;
@@ -260,6 +261,12 @@ HAK_API void hak_stats_print(void)
              "hakmem: os calls mmap=%" PRIu64 " munmap=%" PRIu64 " mprotect=%" PRIu64 " madvise=%" PRIu64 "\n",
              st.os_mmap, st.os_munmap, st.os_mprotect, st.os_madvise);
     out(line);
+    if (st.prof_samples) {
+        snprintf(line, sizeof line,
+                 "hakmem: heap profile samples=%" PRIu64 " full-unwinds=%" PRIu64 " left-out=%" PRIu64 "\n",
+                 st.prof_samples, st.prof_unwinds, st.prof_dropped);
+        out(line);
+    }
     snprintf(line, sizeof line, "hakmem: peak RSS %" PRIu64 " KiB\n", st.peak_rss >> 10);
     out(line);
 }

@@ -167,8 +167,9 @@ struct hak_tls {
     struct hak_rbatch rb[HAK_RBATCH];
     struct hak_outbox out[HAK_OUTBOX];
     uint32_t out_next;             /* the outbox to reuse when all are taken */
-    int64_t prof_left;             /* profiler: bytes to the next sample (last: the
-                                      fast paths' offsets stay as they are) */
+    int64_t prof_left;             /* profiler: bytes left before the next sample,
+                                      taken by the allocation that goes below 0
+                                      (last: the fast paths' offsets stay) */
 };
 
 enum { HAK_THREAD_NEW = 0, HAK_THREAD_ACTIVE, HAK_THREAD_DEAD };

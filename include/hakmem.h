@@ -107,7 +107,7 @@ HAK_API int hak_prof_dump(const char *path);
  * allocs and frees are not counted (0, HAK_STATS_F_SECURE); live blocks,
  * bytes and every total still are, with remote frees as above without
  * HAKMEM_STATS=1. */
-#define HAK_STATS_VERSION 1
+#define HAK_STATS_VERSION 2
 #define HAK_STATS_CLASSES 64 /* room in classes[]; nclasses of them are filled */
 
 #define HAK_STATS_F_REMOTE_EXACT 1u /* HAKMEM_STATS=1 (not secure): remote frees counted */
@@ -179,6 +179,14 @@ struct hak_stats {
     uint64_t os_mmap, os_munmap, os_mprotect, os_madvise;
 
     struct hak_stats_class classes[HAK_STATS_CLASSES];
+
+    /* The heap profiler (HAKMEM_PROF=1; all 0 when off), since start.
+     * (Version 2 on.) */
+    uint64_t prof_samples; /* allocations sampled */
+    uint64_t prof_unwinds; /* call stacks unwound in full: the first sample from a call
+                              chain; the next ones from it are known without */
+    uint64_t prof_dropped; /* samples left out of the profile, the table of call
+                              stacks being full */
 };
 
 HAK_API int hak_stats_get(struct hak_stats *out, size_t size);

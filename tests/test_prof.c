@@ -74,6 +74,16 @@ static int child_sites(void)
         kept[4 * i + 2] = caller_three();
         kept[4 * i + 3] = caller_one();
     }
+    /* Four call chains, the last two through one call site and taking
+     * turns: each unwound in full about once (plus samples racing with the
+     * first), every other sample known from the memo. */
+    struct hak_stats st;
+    hak_stats_get(&st, sizeof st);
+    if (st.prof_samples < 10000 || st.prof_unwinds > 16) {
+        fprintf(stderr, "%llu samples, %llu full unwinds\n", (unsigned long long)st.prof_samples,
+                (unsigned long long)st.prof_unwinds);
+        return 30;
+    }
     return 0; /* the profile is written at exit, the blocks still live */
 }
 
