@@ -503,6 +503,11 @@ bool hak_prof_patch_entries(const char **why) HAK_HIDDEN; /* malloc, calloc jump
 void hak_prof_init(void) HAK_HIDDEN;
 bool hak_prof_due(void) HAK_HIDDEN;
 void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra) HAK_HIDDEN;
+/* A sampled block's tag: (requested size << HAK_PROF_TAG_SIZE_SHIFT) |
+ * (stack id + 1), the id 0 for a stack left out; bits 16-23 are free for
+ * where the block lives to keep its own state. */
+#define HAK_PROF_TAG_ID_MASK 0xFFFFu
+#define HAK_PROF_TAG_SIZE_SHIFT 24
 void hak_prof_freed(uint64_t tag) HAK_HIDDEN;
 void hak_prof_thread_exit(void) HAK_HIDDEN; /* its counts table to the next thread */
 struct hak_stats;

@@ -25,9 +25,10 @@
 
 #define NBUCKETS (1u << 16)   /* hash slots; power of two */
 #define NIDS (NBUCKETS / 4 * 3) /* distinct stacks: the hash table stays 3/4 full at most */
+_Static_assert(NIDS < HAK_PROF_TAG_ID_MASK, "a stack id + 1 fits in a tag");
 #define NFRAMES (1u << 21)    /* frames of every distinct stack together */
-#define TAG_BUCKET_BITS 24    /* a tag: (requested size << 24) | (stack id + 1) */
-#define LN_BITS 10            /* mantissa bits of the -ln table */
+#define LN_BITS 6             /* mantissa bits that index the ln table */
+#define LN_FRAC_BITS 16       /* and the bits after them, to interpolate */
 
 uint64_t hak_prof_rate;
 
@@ -74,9 +75,11 @@ struct prof_thread {
 };
 static __thread struct prof_thread me;
 
-/* -ln m for m in [1, 2) by m's first LN_BITS bits, and ln 2, in bytes of
- * the sampling rate: an interval is then integer arithmetic and one load. */
-static uint64_t ln_mantissa_bytes[1u << LN_BITS];
+/* ln m at m = 1 + i / 2^LN_BITS, i = 0 .. 2^LN_BITS, and ln 2, in bytes
+ * of the sampling rate: an interval is then integer arithmetic and two
+ * loads from nine lines, which stay cached (an entry of a 1,024-entry
+ * table missed the cache on most samples). */
+static uint64_t ln_mantissa_bytes[(1u << LN_BITS) + 1];
 static uint64_t ln2_bytes;
 static void ln_table_init(uint64_t rate);
 
@@ -121,23 +124,27 @@ static double ln_series(double m)
 static void ln_table_init(uint64_t rate)
 {
     double r = (double)(rate < (1ull << 52) ? rate : (1ull << 52));
-    for (unsigned i = 0; i < (1u << LN_BITS); i++)
-        ln_mantissa_bytes[i] = (uint64_t)(ln_series(1 + (i + 0.5) / (1u << LN_BITS)) * r);
+    for (unsigned i = 0; i <= (1u << LN_BITS); i++)
+        ln_mantissa_bytes[i] = (uint64_t)(ln_series(1 + (double)i / (1u << LN_BITS)) * r);
     ln2_bytes = (uint64_t)(LN2 * r);
 }
 
 /* -ln(u) * rate for u = r / 2^53, r in [1, 2^53]: r = m * 2^e with m in
- * [1, 2), ln m from the table by m's first LN_BITS bits (the series'
- * dependent divide and multiplies, then a floating-point table's
- * conversions, were most of a sample's cost on workloads that sample
- * every microsecond). Off by 2^-(LN_BITS+1) of the rate at most: the
- * interval law stays exponential to within a tenth of a percent. */
+ * [1, 2), ln m interpolated in the table by m's first LN_BITS bits and
+ * the LN_FRAC_BITS after them (the series' dependent divide and
+ * multiplies were most of a sample's cost on workloads that sample every
+ * microsecond). Off by 3e-5 of the rate at most (ln's curvature over a
+ * 1/64 step): the interval law stays exponential. */
 static int64_t next_interval(struct prof_thread *t)
 {
     uint64_t r = (next_random(t) >> 11) + 1; /* [1, 2^53] */
     int e = 63 - __builtin_clzll(r);
-    uint32_t top = (uint32_t)((r << (63 - e)) >> (63 - LN_BITS)) & ((1u << LN_BITS) - 1);
-    int64_t bytes = (int64_t)((uint64_t)(53 - e) * ln2_bytes - ln_mantissa_bytes[top]);
+    uint64_t m = r << (63 - e); /* the leading 1 at bit 63 */
+    uint32_t top = (uint32_t)(m >> (63 - LN_BITS)) & ((1u << LN_BITS) - 1);
+    uint64_t frac = (m >> (63 - LN_BITS - LN_FRAC_BITS)) & ((1u << LN_FRAC_BITS) - 1);
+    uint64_t lo = ln_mantissa_bytes[top], step = ln_mantissa_bytes[top + 1] - lo; /* < 2^46 */
+    uint64_t ln_m = lo + ((step * frac) >> LN_FRAC_BITS);
+    int64_t bytes = (int64_t)((uint64_t)(53 - e) * ln2_bytes - ln_m);
     return bytes < 1 ? 1 : bytes;
 }
 
@@ -238,11 +245,9 @@ static int64_t stack_id(uintptr_t *f, unsigned n)
 /* The thread's own table: the first free one, else a new one. NULL (the
  * shared table then) once the thread is on its way out, or if none can
  * be mapped. */
-static struct count_tab *my_counts(void)
+static HAK_NOINLINE struct count_tab *my_counts_new(void)
 {
     struct prof_thread *t = &me;
-    if (t->counts || t->gone)
-        return t->counts;
     hak_lock(&pf.lock);
     struct count_tab *c = pf.free;
     if (c) {
@@ -255,6 +260,14 @@ static struct count_tab *my_counts(void)
     t->counts = c;
     t->gone = !c;
     return c;
+}
+
+static inline struct count_tab *my_counts(void)
+{
+    struct prof_thread *t = &me;
+    if (likely(t->counts) || t->gone)
+        return t->counts;
+    return my_counts_new();
 }
 
 void hak_prof_thread_exit(void)
@@ -275,7 +288,8 @@ void hak_prof_thread_exit(void)
 
 /* n samples of bytes each way: (1, size) taken, (-1, -size) taken back or
  * freed. alloc: the taken counts move too. */
-static void count_in(struct count_tab *t, uint32_t id, uint64_t n, uint64_t bytes, bool alloc)
+static inline __attribute__((always_inline)) void count_in(struct count_tab *t, uint32_t id, uint64_t n,
+                                                           uint64_t bytes, bool alloc)
 {
     struct counts *c = &t->c[id];
     if (t != pf.shared) {
@@ -335,14 +349,14 @@ static HAK_NOINLINE int64_t unwind_id(void *ra, uintptr_t anchor, bool fits)
 HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra)
 {
     uintptr_t anchor = ANCHOR();
-    bool fits = size < (1ull << (64 - TAG_BUCKET_BITS)); /* in a tag */
+    bool fits = size < (1ull << (64 - HAK_PROF_TAG_SIZE_SHIFT)); /* in a tag */
     int64_t i = fits ? hak_prof_memo_find(ra, anchor) : -1;
     if (i < 0)
         i = unwind_id(ra, anchor, fits);
     if (i >= 0)
         count((uint32_t)i, size, 1);
     /* The size even without a bucket (a stack left out): pages are freed by it. */
-    uint64_t tag = fits ? ((uint64_t)size << TAG_BUCKET_BITS) | (uint64_t)(i + 1) : 0;
+    uint64_t tag = fits ? ((uint64_t)size << HAK_PROF_TAG_SIZE_SHIFT) | (uint64_t)(i + 1) : 0;
     void *p = hak_prof_block_alloc(size, align, zero, tag);
     if (!p)
         p = hak_large_alloc_sampled(size ? size : 1, align, zero, tag);
@@ -355,11 +369,11 @@ HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra
  * is not given one: it may never pass the exit hook that returns it). */
 void hak_prof_freed(uint64_t tag)
 {
-    uint64_t id = tag & ((1u << TAG_BUCKET_BITS) - 1);
+    uint64_t id = tag & HAK_PROF_TAG_ID_MASK;
     if (!id)
         return; /* its stack was left out */
     struct count_tab *t = me.counts;
-    count_in(t ? t : pf.shared, (uint32_t)(id - 1), (uint64_t)-1, -(tag >> TAG_BUCKET_BITS), false);
+    count_in(t ? t : pf.shared, (uint32_t)(id - 1), (uint64_t)-1, -(tag >> HAK_PROF_TAG_SIZE_SHIFT), false);
 }
 
 static struct counts sum_of(uint32_t id)

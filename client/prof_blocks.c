@@ -30,8 +30,11 @@
 #define THREAD_CACHE_BYTES (1u << 20)
 #define SHARED_RESIDENT_BYTES (32u << 20)
 #define CHUNK_PAGES 64u                /* 16 lines of the table; at least MAX_PAGES */
-#define LIVE_BIT (1ull << 23)         /* in a tag's bucket bits: a block starts here */
+/* In a tag's bits 16-23 (internal.h): */
+#define LIVE_BIT (1ull << 23)         /* a block starts here */
 #define FREED_BIT (1ull << 22)        /* one started here and was freed */
+#define PAGES_SHIFT 16                /* its pages - 1, 6 bits */
+_Static_assert(MAX_PAGES <= 64, "a block's pages fit in a tag");
 
 struct hak_prof_region hak_prof_region;
 
@@ -126,22 +129,29 @@ static void chunk_rest_free(void)
     hak_unlock(&rg.lock);
 }
 
-void *hak_prof_block_alloc(size_t size, size_t align, bool zero, uint64_t tag)
+static uint64_t tag_live(uint64_t tag, size_t n)
 {
-    size_t n = pages_of(size);
-    if (!hak_prof_region.size || n > MAX_PAGES || align > PAGE)
-        return NULL;
-    uintptr_t b = pop(&mine.head[n]);
+    return tag | LIVE_BIT | (uint64_t)(n - 1) << PAGES_SHIFT;
+}
+
+static size_t pages_in(uint64_t t)
+{
+    return (size_t)((t >> PAGES_SHIFT) & 63) + 1;
+}
+
+/* The thread's cache had no block of n pages: the shared lists', else
+ * fresh pages of the thread's chunk. */
+static HAK_NOINLINE void *block_alloc_slow(size_t n, size_t size, bool zero, uint64_t tag)
+{
+    hak_lock(&rg.lock);
+    uintptr_t b = pop(&rg.shared[n]);
+    if (b)
+        rg.shared_bytes -= rg.shared_bytes >= n * PAGE ? n * PAGE : rg.shared_bytes;
+    hak_unlock(&rg.lock);
     if (b) {
-        mine.bytes -= n * PAGE;
+        if (zero)
+            memset((void *)b, 0, size);
     } else {
-        hak_lock(&rg.lock);
-        if ((b = pop(&rg.shared[n])))
-            rg.shared_bytes -= rg.shared_bytes >= n * PAGE ? n * PAGE : rg.shared_bytes;
-        hak_unlock(&rg.lock);
-    }
-    bool fresh = !b;
-    if (fresh) {
         if (mine.end - mine.next < n) {
             chunk_rest_free();
             size_t at = atomic_fetch_add_explicit(&rg.used, CHUNK_PAGES, memory_order_relaxed);
@@ -153,12 +163,31 @@ void *hak_prof_block_alloc(size_t size, size_t align, bool zero, uint64_t tag)
         b = hak_prof_region.base + mine.next * PAGE;
         mine.next += n;
     }
-    if (zero && !fresh)
-        memset((void *)b, 0, size);
-    __atomic_store_n(&page_of(b)->tag, tag | LIVE_BIT, __ATOMIC_RELEASE);
+    __atomic_store_n(&page_of(b)->tag, tag_live(tag, n), __ATOMIC_RELEASE);
     return (void *)b;
 }
 
+void *hak_prof_block_alloc(size_t size, size_t align, bool zero, uint64_t tag)
+{
+    size_t n = pages_of(size);
+    if (unlikely(n > MAX_PAGES || align > PAGE || !hak_prof_region.size))
+        return NULL;
+    uintptr_t b = mine.head[n];
+    if (unlikely(!b))
+        return block_alloc_slow(n, size, zero, tag);
+    struct page *pg = page_of(b);
+    mine.head[n] = pg->next;
+    /* The next sample's block: its first line is cold by then (page
+     * starts share their cache sets), and the program writes it first. */
+    __builtin_prefetch((void *)pg->next, 1);
+    mine.bytes -= n * PAGE;
+    if (zero)
+        memset((void *)b, 0, size);
+    __atomic_store_n(&pg->tag, tag_live(tag, n), __ATOMIC_RELEASE);
+    return (void *)b;
+}
+
+/* p's tag, once p is known to start a live block (else reported). */
 static uint64_t tag_at(const void *p, const char *api)
 {
     uintptr_t off = (uintptr_t)p - hak_prof_region.base;
@@ -172,20 +201,10 @@ static uint64_t tag_at(const void *p, const char *api)
     return t;
 }
 
-void hak_prof_block_free(void *p)
+/* Beyond the thread's cache: to the shared lists. */
+static HAK_NOINLINE void block_free_shared(void *p, size_t n)
 {
-    uint64_t t = tag_at(p, "free");
-    /* A plain store: a second free is caught when it comes after this one;
-     * two frees racing in two threads are not (nor are they elsewhere in
-     * the allocator), and a locked exchange cost a fifth of a sample. */
-    __atomic_store_n(&page_of((uintptr_t)p)->tag, (t & ~LIVE_BIT) | FREED_BIT, __ATOMIC_RELEASE);
-    size_t n = pages_of(t >> 24), bytes = n * PAGE;
-    hak_prof_freed(t & ~LIVE_BIT);
-    if (mine.bytes + bytes <= THREAD_CACHE_BYTES) {
-        push(&mine.head[n], (uintptr_t)p);
-        mine.bytes += bytes;
-        return;
-    }
+    size_t bytes = n * PAGE;
     hak_lock(&rg.lock);
     if (rg.shared_bytes + bytes <= SHARED_RESIDENT_BYTES)
         rg.shared_bytes += bytes;
@@ -195,9 +214,31 @@ void hak_prof_block_free(void *p)
     hak_unlock(&rg.lock);
 }
 
+void hak_prof_block_free(void *p)
+{
+    uintptr_t off = (uintptr_t)p - hak_prof_region.base;
+    struct page *pg = &rg.pg[off / PAGE];
+    uint64_t t = __atomic_load_n(&pg->tag, __ATOMIC_ACQUIRE);
+    if (unlikely((off % PAGE) | ((t & (LIVE_BIT | FREED_BIT)) ^ LIVE_BIT)))
+        t = tag_at(p, "free"); /* reports it */
+    /* A plain store: a second free is caught when it comes after this one;
+     * two frees racing in two threads are not (nor are they elsewhere in
+     * the allocator), and a locked exchange cost a fifth of a sample. */
+    __atomic_store_n(&pg->tag, (t & ~LIVE_BIT) | FREED_BIT, __ATOMIC_RELEASE);
+    hak_prof_freed(t);
+    size_t n = pages_in(t), bytes = n * PAGE;
+    if (unlikely(mine.bytes + bytes > THREAD_CACHE_BYTES)) {
+        block_free_shared(p, n);
+        return;
+    }
+    pg->next = mine.head[n];
+    mine.head[n] = (uintptr_t)p;
+    mine.bytes += bytes;
+}
+
 size_t hak_prof_block_usable(const void *p)
 {
-    return pages_of(tag_at(p, "malloc_usable_size") >> 24) * PAGE;
+    return pages_in(tag_at(p, "malloc_usable_size")) * PAGE;
 }
 
 void hak_prof_blocks_thread_exit(void)
@@ -239,7 +280,7 @@ uint64_t hak_prof_blocks_live(void)
     for (size_t i = 0; rg.pg && i < used; i++) {
         uint64_t t = __atomic_load_n(&rg.pg[i].tag, __ATOMIC_RELAXED);
         if (t & LIVE_BIT)
-            bytes += pages_of(t >> 24) * PAGE;
+            bytes += pages_in(t) * PAGE;
     }
     return bytes;
 }
