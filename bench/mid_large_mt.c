@@ -6,7 +6,10 @@
  * writing its first and last byte. No block crosses threads. Defaults:
  * 8 KiB blocks, 256 live per thread; the harness also runs 2-64 KiB.
  *
- * Result: operations per second (one malloc or one free each). */
+ * Result: operations per second (one malloc or one free each). With
+ * --rounds N each thread stops after N rounds of 64 frees and mallocs
+ * instead of at the clock: a fixed amount of work, whose instructions
+ * callgrind counts the same on every run. */
 #include <getopt.h>
 #include <stdatomic.h>
 
@@ -14,7 +17,7 @@
 
 struct run {
     size_t live, min, max;
-    uint64_t seed;
+    uint64_t seed, rounds; /* rounds: 0 = until stop */
     _Atomic int stop;
     pthread_barrier_t start;
 };
@@ -41,7 +44,8 @@ static void *worker_thread(void *arg)
     }
     pthread_barrier_wait(&r->start);
 
-    while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
+    for (uint64_t round = 0; r->rounds ? round < r->rounds : !atomic_load_explicit(&r->stop, memory_order_relaxed);
+         round++) {
         for (int i = 0; i < 64; i++) {
             uint64_t x = rng_next(&rng);
             uint32_t k = below32((uint32_t)(x >> 32), (uint32_t)n);
@@ -67,6 +71,8 @@ static void usage(void)
             "usage: mid_large_mt [options]\n"
             "  -t, --threads T   threads, 1-1024 (default 2)\n"
             "  -s, --seconds S   run time (default 2)\n"
+            "      --rounds N    each thread stops after N rounds of 64 frees and mallocs\n"
+            "                    (the run time is then what they take)\n"
             "      --min B       smallest block size in bytes (default 8192)\n"
             "      --max B       largest block size in bytes (default 8192)\n"
             "      --live N      live blocks per thread (default 256)\n"
@@ -76,13 +82,14 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    long threads = 2, live = 256, min = 8192, max = 8192, seed = 1;
+    long threads = 2, live = 256, min = 8192, max = 8192, seed = 1, rounds = 0;
     double seconds = 2.0;
     static const struct option opts[] = {
         {"threads", required_argument, 0, 't'}, {"seconds", required_argument, 0, 's'},
         {"min", required_argument, 0, 'm'},     {"max", required_argument, 0, 'M'},
         {"live", required_argument, 0, 'n'},    {"seed", required_argument, 0, 'x'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+        {"rounds", required_argument, 0, 'r'},  {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "t:s:h", opts, NULL)) != -1) {
@@ -94,6 +101,7 @@ int main(int argc, char **argv)
         case 'M': bad = parse_long(optarg, 1, 1L << 30, &max); break;
         case 'n': bad = parse_long(optarg, 1, 1L << 24, &live); break;
         case 'x': bad = parse_long(optarg, 0, 1L << 62, &seed); break;
+        case 'r': bad = parse_long(optarg, 1, 1L << 40, &rounds); break;
         default: usage();
         }
         if (bad)
@@ -102,7 +110,11 @@ int main(int argc, char **argv)
     if (optind != argc || min > max)
         usage();
 
-    struct run run = {.live = (size_t)live, .min = (size_t)min, .max = (size_t)max, .seed = (uint64_t)seed};
+    struct run run = {.live = (size_t)live,
+                      .min = (size_t)min,
+                      .max = (size_t)max,
+                      .seed = (uint64_t)seed,
+                      .rounds = (uint64_t)rounds};
     pthread_barrier_init(&run.start, NULL, (unsigned)threads + 1);
     struct worker *w = aligned_alloc(64, sizeof *w * (size_t)threads);
     pthread_t *th = xmalloc(sizeof *th * (size_t)threads);
@@ -116,8 +128,10 @@ int main(int argc, char **argv)
     }
     pthread_barrier_wait(&run.start);
     uint64_t t0 = now_ns();
-    sleep_ns((uint64_t)(seconds * 1e9));
-    atomic_store(&run.stop, 1);
+    if (!rounds) {
+        sleep_ns((uint64_t)(seconds * 1e9));
+        atomic_store(&run.stop, 1);
+    }
     uint64_t ops = 0, t1 = t0;
     for (long t = 0; t < threads; t++) {
         pthread_join(th[t], NULL);

@@ -71,6 +71,7 @@ static struct {
 struct prof_thread {
     uint64_t rng;
     struct count_tab *counts;
+    bool ready; /* seeded, not busy: hak_prof_due's one test */
     bool seeded, busy, gone;
 };
 static __thread struct prof_thread me;
@@ -159,12 +160,11 @@ static void seed(struct prof_thread *t)
     t->seeded = true;
 }
 
-/* The thread's countdown ran out: sample this allocation? Also where a new
- * thread draws its first interval and where allocations made while a sample
- * is being taken (backtrace may load libgcc_s) are let through. */
-HAK_NOINLINE bool hak_prof_due(void)
+/* Where a new thread draws its first interval and where allocations made
+ * while a sample is being taken (backtrace may load libgcc_s) are let
+ * through. */
+static HAK_NOINLINE bool due_slow(struct prof_thread *t)
 {
-    struct prof_thread *t = &me;
     if (!hak_ready() || t->busy)
         return false;
     if (!hak_prof_rate) {
@@ -174,8 +174,19 @@ HAK_NOINLINE bool hak_prof_due(void)
     bool first = !t->seeded;
     if (first)
         seed(t);
+    t->ready = true;
     hak_tls.prof_left = next_interval(t) - 1;
     return !first;
+}
+
+/* The thread's countdown ran out: sample this allocation? */
+HAK_NOINLINE bool hak_prof_due(void)
+{
+    struct prof_thread *t = &me;
+    if (unlikely(!t->ready))
+        return due_slow(t);
+    hak_tls.prof_left = next_interval(t) - 1;
+    return true;
 }
 
 static uint64_t stack_hash(uintptr_t *f, unsigned n)
@@ -310,11 +321,22 @@ static inline __attribute__((always_inline)) void count_in(struct count_tab *t, 
 }
 
 /* A sample taken (sign 1) or taken back (-1: its allocation failed). */
-static void count(uint32_t id, uint64_t size, int sign)
+static HAK_NOINLINE void count(uint32_t id, uint64_t size, int sign)
 {
     struct count_tab *t = my_counts();
     uint64_t n = (uint64_t)(int64_t)sign;
     count_in(t ? t : pf.shared, id, n, size * n, true);
+}
+
+/* A sample taken, in the thread's own table once it has one. */
+static inline void count_taken(uint32_t id, uint64_t size)
+{
+    struct count_tab *t = me.counts;
+    if (unlikely(!t)) {
+        count(id, size, 1);
+        return;
+    }
+    count_in(t, id, 1, size, true);
 }
 
 /* The sampling frame's address anchors the memo of stacks (prof_stack.c):
@@ -333,8 +355,10 @@ static HAK_NOINLINE int64_t unwind_id(void *ra, uintptr_t anchor, bool fits)
     struct prof_thread *t = &me;
     struct hak_prof_stack st;
     t->busy = true; /* libgcc_s may be loaded, which allocates */
+    t->ready = false;
     unsigned n = hak_prof_unwind(&st, ra, anchor);
     t->busy = false;
+    t->ready = true;
     hak_lock(&pf.lock);
     pf.unwinds++;
     int64_t i = n && fits ? stack_id(st.f, n) : -1;
@@ -354,7 +378,7 @@ HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra
     if (i < 0)
         i = unwind_id(ra, anchor, fits);
     if (i >= 0)
-        count((uint32_t)i, size, 1);
+        count_taken((uint32_t)i, size);
     /* The size even without a bucket (a stack left out): pages are freed by it. */
     uint64_t tag = fits ? ((uint64_t)size << HAK_PROF_TAG_SIZE_SHIFT) | (uint64_t)(i + 1) : 0;
     void *p = hak_prof_block_alloc(size, align, zero, tag);
