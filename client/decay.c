@@ -1,6 +1,7 @@
 /* The decay across the process: memory idle past HAKMEM_DECAY_MS goes back
  * (warm SuperSlabs to their backend, the pages of idle units in every
- * heap, cached large mappings), from any thread's refill or flush at most
+ * heap, cached large mappings, the heap profiler's shared cache of sampled
+ * pages), from any thread's refill or flush at most
  * twice per decay, whichever heap holds it: a parked heap, or one whose
  * thread stopped allocating, is not left out.
  *
@@ -18,7 +19,7 @@ static _Atomic int background; /* 0 none, 1 running (or starting) */
 
 size_t hak_decay_all(void)
 {
-    return hak_provision_trim(false) + hak_heap_decay_all() + hak_large_decay();
+    return hak_provision_trim(false) + hak_heap_decay_all() + hak_large_decay() + hak_prof_blocks_decay();
 }
 
 static uint64_t period_ns(void)

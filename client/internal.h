@@ -538,6 +538,7 @@ void hak_prof_block_free(void *p) HAK_HIDDEN;
 size_t hak_prof_block_usable(const void *p) HAK_HIDDEN;
 void hak_prof_blocks_thread_exit(void) HAK_HIDDEN;
 size_t hak_prof_blocks_trim(void) HAK_HIDDEN;
+size_t hak_prof_blocks_decay(void) HAK_HIDDEN; /* the shared cache, once unused for the decay */
 uint64_t hak_prof_blocks_live(void) HAK_HIDDEN;     /* bytes of live sampled blocks there */
 size_t hak_prof_blocks_resident(void) HAK_HIDDEN;
 void hak_prof_blocks_fork_prepare(void) HAK_HIDDEN;

@@ -13,7 +13,9 @@
  *
  * A thread's cache holds up to 1 MiB and goes to the shared lists when the
  * thread exits; the shared lists hold up to 32 MiB resident, and what they
- * get beyond that has its pages given back first (MADV_DONTNEED).
+ * get beyond that has its pages given back first (MADV_DONTNEED), as have
+ * all of them once no sample used them for the decay (HAKMEM_DECAY_MS) or
+ * at malloc_trim.
  *
  * Fresh pages come to a thread a chunk of CHUNK_PAGES at a time, so the tag
  * words one thread writes share no cache line with another's: on a
@@ -48,8 +50,10 @@ static struct {
     size_t pages;
     _Atomic size_t used;      /* pages handed out to threads' chunks */
     hak_lock_t lock;
-    uintptr_t shared[MAX_PAGES + 1]; /* freed blocks by pages */
-    size_t shared_bytes;      /* resident among them */
+    uintptr_t shared[MAX_PAGES + 1]; /* freed blocks by pages, resident */
+    uintptr_t cold[MAX_PAGES + 1];   /* the same, their pages given back */
+    size_t shared_bytes;      /* in shared[] */
+    uint64_t used_ns;         /* when a sample last took from or gave to them */
 } rg = {.lock = HAK_LOCK_INIT};
 
 static __thread struct {
@@ -124,9 +128,37 @@ static void chunk_rest_free(void)
     uintptr_t b = hak_prof_region.base + mine.next * PAGE;
     mine.next = mine.end;
     hak_lock(&rg.lock);
-    push(&rg.shared[n], b);
-    rg.shared_bytes += PAGE;
+    push(&rg.cold[n], b);
     hak_unlock(&rg.lock);
+}
+
+/* A freed block of n pages onto the shared lists. rg.lock held. */
+static void give_shared(uintptr_t b, size_t n)
+{
+    size_t bytes = n * PAGE;
+    if (rg.shared_bytes + bytes <= SHARED_RESIDENT_BYTES) {
+        rg.shared_bytes += bytes;
+        push(&rg.shared[n], b);
+    } else {
+        madvise((void *)b, bytes, MADV_DONTNEED);
+        push(&rg.cold[n], b);
+    }
+}
+
+/* The shared lists' pages go back. rg.lock held. */
+static size_t release_shared(void)
+{
+    size_t bytes = 0;
+    for (size_t n = 1; n <= MAX_PAGES; n++) {
+        uintptr_t b;
+        while ((b = pop(&rg.shared[n]))) {
+            if (madvise((void *)b, n * PAGE, MADV_DONTNEED) == 0)
+                bytes += n * PAGE;
+            push(&rg.cold[n], b);
+        }
+    }
+    rg.shared_bytes = 0;
+    return bytes;
 }
 
 static uint64_t tag_live(uint64_t tag, size_t n)
@@ -144,12 +176,16 @@ static size_t pages_in(uint64_t t)
 static HAK_NOINLINE void *block_alloc_slow(size_t n, size_t size, bool zero, uint64_t tag)
 {
     hak_lock(&rg.lock);
+    rg.used_ns = hak_coarse_ns();
     uintptr_t b = pop(&rg.shared[n]);
+    bool dirty = b;
     if (b)
-        rg.shared_bytes -= rg.shared_bytes >= n * PAGE ? n * PAGE : rg.shared_bytes;
+        rg.shared_bytes -= n * PAGE;
+    else
+        b = pop(&rg.cold[n]);
     hak_unlock(&rg.lock);
     if (b) {
-        if (zero)
+        if (zero && dirty)
             memset((void *)b, 0, size);
     } else {
         if (mine.end - mine.next < n) {
@@ -204,13 +240,9 @@ static uint64_t tag_at(const void *p, const char *api)
 /* Beyond the thread's cache: to the shared lists. */
 static HAK_NOINLINE void block_free_shared(void *p, size_t n)
 {
-    size_t bytes = n * PAGE;
     hak_lock(&rg.lock);
-    if (rg.shared_bytes + bytes <= SHARED_RESIDENT_BYTES)
-        rg.shared_bytes += bytes;
-    else
-        madvise(p, bytes, MADV_DONTNEED);
-    push(&rg.shared[n], (uintptr_t)p);
+    rg.used_ns = hak_coarse_ns();
+    give_shared((uintptr_t)p, n);
     hak_unlock(&rg.lock);
 }
 
@@ -247,12 +279,12 @@ void hak_prof_blocks_thread_exit(void)
     if (!mine.bytes)
         return;
     hak_lock(&rg.lock);
+    rg.used_ns = hak_coarse_ns();
     for (size_t n = 1; n <= MAX_PAGES; n++) {
         uintptr_t b;
         while ((b = pop(&mine.head[n])))
-            push(&rg.shared[n], b);
+            give_shared(b, n);
     }
-    rg.shared_bytes += mine.bytes;
     mine.bytes = 0;
     hak_unlock(&rg.lock);
 }
@@ -260,13 +292,21 @@ void hak_prof_blocks_thread_exit(void)
 /* malloc_trim: the pages of the shared lists' blocks go back. */
 size_t hak_prof_blocks_trim(void)
 {
-    size_t bytes = 0;
     hak_lock(&rg.lock);
-    for (size_t n = 1; n <= MAX_PAGES; n++)
-        for (uintptr_t b = rg.shared[n]; b; b = page_of(b)->next)
-            if (madvise((void *)b, n * PAGE, MADV_DONTNEED) == 0)
-                bytes += n * PAGE;
-    rg.shared_bytes = 0;
+    size_t bytes = release_shared();
+    hak_unlock(&rg.lock);
+    return bytes;
+}
+
+/* The decay: the same, once no sample has used the shared lists for
+ * HAKMEM_DECAY_MS (unless another thread holds them). */
+size_t hak_prof_blocks_decay(void)
+{
+    if (!hak_prof_region.size || !hak_lock_try(&rg.lock))
+        return 0;
+    size_t bytes = 0;
+    if (rg.shared_bytes && hak_coarse_ns() - rg.used_ns >= hak_decay_ms() * 1000000u)
+        bytes = release_shared();
     hak_unlock(&rg.lock);
     return bytes;
 }

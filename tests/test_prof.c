@@ -231,6 +231,51 @@ static int child_misuse(void)
     return 0;
 }
 
+/* Sampled pages freed by threads that exit wait in the shared cache; once
+ * no sample has used it for the decay (HAKMEM_DECAY_MS=100 here), the next
+ * slow path gives them back. */
+#define DECAY_BLOCKS 4096
+
+static void *decay_thread(void *arg)
+{
+    (void)arg;
+    void *b[DECAY_BLOCKS];
+    for (int round = 0; round < 4; round++) {
+        for (unsigned i = 0; i < DECAY_BLOCKS; i++) {
+            b[i] = hak_malloc(8192);
+            ((char *)b[i])[0] = 1;
+        }
+        for (unsigned i = 0; i < DECAY_BLOCKS; i++)
+            hak_free(b[i]);
+    }
+    return NULL;
+}
+
+static int child_decay(void)
+{
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        if (pthread_create(&t[i], NULL, decay_thread, NULL) != 0)
+            return 50;
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    size_t held = hak_prof_blocks_resident();
+    if (held < (8u << 20))
+        return fprintf(stderr, "sampled pages resident after the threads: %zu\n", held), 51;
+    usleep(300 * 1000);
+    for (int round = 0; round < 64; round++) { /* refills: slow paths */
+        void *v[256];
+        for (unsigned i = 0; i < 256; i++)
+            v[i] = hak_malloc(16 + (i * 8) % 240);
+        for (unsigned i = 0; i < 256; i++)
+            hak_free(v[i]);
+    }
+    size_t after = hak_prof_blocks_resident();
+    if (after > held / 4)
+        return fprintf(stderr, "sampled pages resident: %zu, then %zu\n", held, after), 52;
+    return 0;
+}
+
 static int child_off(void)
 {
     hak_free(hak_malloc(100));
@@ -398,6 +443,14 @@ static void test_misuse_of_a_sampled_block(void **state)
     run_child("misuse", "", true);
 }
 
+static void test_idle_sampled_pages_go_back(void **state)
+{
+    (void)state;
+    setenv("HAKMEM_DECAY_MS", "100", 1);
+    run_child("decay", "", true);
+    unsetenv("HAKMEM_DECAY_MS");
+}
+
 static void test_off_by_default(void **state)
 {
     (void)state;
@@ -429,6 +482,8 @@ int main(int argc, char **argv)
             return child_threads();
         if (strcmp(argv[2], "misuse") == 0)
             return child_misuse();
+        if (strcmp(argv[2], "decay") == 0)
+            return child_decay();
         return 126;
     }
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -440,6 +495,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_every_entry_point_and_free),
         cmocka_unit_test(test_threads_in_proportion),
         cmocka_unit_test(test_misuse_of_a_sampled_block),
+        cmocka_unit_test(test_idle_sampled_pages_go_back),
         cmocka_unit_test(test_off_by_default),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);
