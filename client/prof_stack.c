@@ -24,27 +24,25 @@
 
 #define MEMO_SLOTS 1024 /* power of two */
 #define MEMO_WAYS 8     /* chains per call site (a set of slots); power of two */
-#define MEMO_POOL (4u << 20) /* bytes of entries, ever: then no new ones */
 
-/* Written once under the profiler's lock, then never changed: a slot
- * takes a new entry by its pointer, so a reader without the lock sees a
- * whole entry or none, and reads each offset with a plain load. */
+/* Written under the profiler's lock, read without it: a sequence count,
+ * odd while an entry is rewritten, tells a reader its copy is whole. */
 struct memo {
-    uintptr_t ra;
-    uint32_t id;            /* the stack's id in the profiler's table */
+    uint32_t seq;
     uint32_t depth;
+    uintptr_t ra;           /* 0: empty */
+    uint32_t id;            /* the stack's id in the profiler's table */
     struct {
         intptr_t off;       /* slot of frame k, from the anchor */
         uintptr_t val;      /* return address found there */
-    } at[];                 /* side by side: a short stack is two lines */
+    } at[HAK_PROF_DEPTH];   /* side by side: a short stack is two lines */
 };
 
-static struct {
-    struct memo **slot;     /* MEMO_SLOTS, mapped with the pool on the first store */
-    char *pool;
-    size_t used;
-    unsigned turn;          /* the way a full set gives up next */
-} memo;
+static struct memo *memo; /* MEMO_SLOTS, mapped with the first entry */
+static unsigned turn;     /* the way a full set gives up next (profiler's lock) */
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
 typedef _Unwind_Reason_Code (*trace_fn)(_Unwind_Trace_Fn, void *);
 typedef _Unwind_Ptr (*get_fn)(struct _Unwind_Context *);
@@ -136,32 +134,46 @@ unsigned hak_prof_unwind(struct hak_prof_stack *s, void *ra, uintptr_t anchor)
     return s->n;
 }
 
-static struct memo **memo_set(struct memo **slot, void *ra)
+static struct memo *memo_set(struct memo *table, void *ra)
 {
     uint64_t h = (uint64_t)(uintptr_t)ra * 0x9E3779B97F4A7C15ull;
-    return &slot[(h >> 32) & (MEMO_SLOTS - 1) & ~(uint64_t)(MEMO_WAYS - 1)];
+    return &table[(h >> 32) & (MEMO_SLOTS - 1) & ~(uint64_t)(MEMO_WAYS - 1)];
 }
 
-/* Compared in place, frame by frame: a slot is read only once the one
- * before held what was noted (then it lies in a live frame of this
- * thread's stack, the same function's at the same call). */
+/* m's stack id if m holds this stack, else -1. */
+static int64_t memo_match(struct memo *m, void *ra, uintptr_t anchor)
+{
+    uint32_t seq = __atomic_load_n(&m->seq, __ATOMIC_ACQUIRE);
+    uint32_t depth = LOAD(m->depth), id = LOAD(m->id);
+    if ((seq & 1) || LOAD(m->ra) != (uintptr_t)ra || !depth || depth > HAK_PROF_DEPTH)
+        return -1;
+    /* Compared in place, frame by frame. A slot is read only once the
+     * one before held what was noted (then it lies in a live frame of
+     * this thread's stack), and only once the count shows its offset is
+     * the entry's (acquiring loads keep that look after them): an offset
+     * from a rewrite could point past the stack's end. */
+    for (uint32_t k = 0; k < depth; k++) {
+        intptr_t off = __atomic_load_n(&m->at[k].off, __ATOMIC_ACQUIRE);
+        uintptr_t val = __atomic_load_n(&m->at[k].val, __ATOMIC_ACQUIRE);
+        if (LOAD(m->seq) != seq || *(const uintptr_t *)(anchor + off) != val)
+            return -1;
+    }
+    return id;
+}
+
 int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
 {
-    struct memo **slot = __atomic_load_n(&memo.slot, __ATOMIC_ACQUIRE);
-    if (!slot || !anchor)
+    struct memo *table = __atomic_load_n(&memo, __ATOMIC_ACQUIRE);
+    if (!table || !anchor)
         return -1;
-    struct memo **set = memo_set(slot, ra);
+    struct memo *set = memo_set(table, ra);
     for (unsigned w = 0; w < MEMO_WAYS; w++) {
-        const struct memo *m = __atomic_load_n(&set[w], __ATOMIC_ACQUIRE);
-        if (!m)
-            return -1; /* a set fills in order */
-        if (m->ra != (uintptr_t)ra)
-            continue;
-        uint32_t k = 0;
-        while (k < m->depth && *(const uintptr_t *)(anchor + m->at[k].off) == m->at[k].val)
-            k++;
-        if (k == m->depth)
-            return m->id;
+        uintptr_t at = LOAD(set[w].ra);
+        if (!at)
+            return -1; /* a set fills in order and is never emptied */
+        int64_t id = at == (uintptr_t)ra ? memo_match(&set[w], ra, anchor) : -1;
+        if (id >= 0)
+            return id;
     }
     return -1;
 }
@@ -170,34 +182,29 @@ void hak_prof_memo_store(void *ra, const struct hak_prof_stack *s, uint32_t id)
 {
     if (!s->has_off || !s->n)
         return;
-    if (!memo.slot) {
-        struct memo **slot = hak_os_map_noreserve(MEMO_SLOTS * sizeof *slot);
-        memo.pool = slot ? hak_os_map_noreserve(MEMO_POOL) : NULL;
-        if (!memo.pool) {
-            if (slot)
-                hak_os_unmap(slot, MEMO_SLOTS * sizeof *slot);
+    struct memo *table = memo;
+    if (!table) {
+        if (!(table = hak_os_map_noreserve(MEMO_SLOTS * sizeof *table)))
             return;
+        __atomic_store_n(&memo, table, __ATOMIC_RELEASE);
+    }
+    /* An empty slot of the set, else each in turn. */
+    struct memo *set = memo_set(table, ra), *m = &set[turn++ & (MEMO_WAYS - 1)];
+    for (unsigned w = 0; w < MEMO_WAYS; w++)
+        if (!LOAD(set[w].ra)) {
+            m = &set[w];
+            break;
         }
-        __atomic_store_n(&memo.slot, slot, __ATOMIC_RELEASE);
-    }
-    size_t bytes = sizeof(struct memo) + s->n * sizeof(((struct memo *)0)->at[0]);
-    if (memo.used + bytes > MEMO_POOL)
-        return; /* the pool is spent: stacks not known yet are unwound */
-    struct memo *m = (struct memo *)(memo.pool + memo.used);
-    memo.used += bytes;
-    m->ra = (uintptr_t)ra;
-    m->id = id;
-    m->depth = s->n;
+    uint32_t seq = LOAD(m->seq);
+    /* Odd before any field changes (an acquiring exchange keeps the
+     * stores below after it), even again after (a release). */
+    __atomic_exchange_n(&m->seq, seq + 1, __ATOMIC_ACQ_REL);
+    STORE(m->ra, (uintptr_t)ra);
+    STORE(m->id, id);
+    STORE(m->depth, s->n);
     for (unsigned k = 0; k < s->n; k++) {
-        m->at[k].off = s->off[k];
-        m->at[k].val = s->f[k];
+        STORE(m->at[k].off, (intptr_t)s->off[k]);
+        STORE(m->at[k].val, s->f[k]);
     }
-    /* An empty way of the set, else each in turn. */
-    struct memo **set = memo_set(memo.slot, ra);
-    unsigned w = 0;
-    while (w < MEMO_WAYS && set[w])
-        w++;
-    if (w == MEMO_WAYS)
-        w = memo.turn++ & (MEMO_WAYS - 1);
-    __atomic_store_n(&set[w], m, __ATOMIC_RELEASE);
+    __atomic_store_n(&m->seq, seq + 2, __ATOMIC_RELEASE);
 }
