@@ -79,11 +79,10 @@ static int child_sites(void)
      * first), every other sample known from the memo. */
     struct hak_stats st;
     hak_stats_get(&st, sizeof st);
-    if (st.prof_samples < 10000 || st.prof_unwinds > 16) {
-        fprintf(stderr, "%llu samples, %llu full unwinds\n", (unsigned long long)st.prof_samples,
-                (unsigned long long)st.prof_unwinds);
+    fprintf(stderr, "%llu samples, %llu full unwinds\n", (unsigned long long)st.prof_samples,
+            (unsigned long long)st.prof_unwinds);
+    if (st.prof_samples < 10000 || st.prof_unwinds > 16)
         return 30;
-    }
     return 0; /* the profile is written at exit, the blocks still live */
 }
 
@@ -271,9 +270,8 @@ static int child_decay(void)
             hak_free(v[i]);
     }
     size_t after = hak_prof_blocks_resident();
-    if (after > held / 4)
-        return fprintf(stderr, "sampled pages resident: %zu, then %zu\n", held, after), 52;
-    return 0;
+    fprintf(stderr, "sampled pages resident: %zu KiB, after the decay %zu KiB\n", held >> 10, after >> 10);
+    return after > held / 4 ? 52 : 0;
 }
 
 static int child_off(void)
