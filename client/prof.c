@@ -68,11 +68,13 @@ static struct {
     struct count_tab *shared, *all, *free;
 } pf = {.lock = HAK_LOCK_INIT};
 
+enum { PT_NEW, PT_SAMPLING, PT_UNWINDING };
+
 struct prof_thread {
     uint64_t rng;
     struct count_tab *counts;
-    bool ready; /* seeded, not busy: hak_prof_due's one test */
-    bool seeded, busy, gone;
+    uint8_t state; /* PT_NEW, PT_SAMPLING (hak_prof_due's one test), PT_UNWINDING */
+    bool gone;
 };
 static __thread struct prof_thread me;
 
@@ -157,7 +159,6 @@ static void seed(struct prof_thread *t)
         memcpy(&s, r, sizeof s);
     s ^= (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ull ^ hak_now_ns();
     t->rng = s ? s : 1;
-    t->seeded = true;
 }
 
 /* Where a new thread draws its first interval and where allocations made
@@ -165,16 +166,16 @@ static void seed(struct prof_thread *t)
  * through. */
 static HAK_NOINLINE bool due_slow(struct prof_thread *t)
 {
-    if (!hak_ready() || t->busy)
+    if (!hak_ready() || t->state == PT_UNWINDING)
         return false;
     if (!hak_prof_rate) {
         hak_tls.prof_left = INT64_MAX;
         return false;
     }
-    bool first = !t->seeded;
+    bool first = t->state == PT_NEW;
     if (first)
         seed(t);
-    t->ready = true;
+    t->state = PT_SAMPLING;
     hak_tls.prof_left = next_interval(t) - 1;
     return !first;
 }
@@ -183,7 +184,7 @@ static HAK_NOINLINE bool due_slow(struct prof_thread *t)
 HAK_NOINLINE bool hak_prof_due(void)
 {
     struct prof_thread *t = &me;
-    if (unlikely(!t->ready))
+    if (unlikely(t->state != PT_SAMPLING))
         return due_slow(t);
     hak_tls.prof_left = next_interval(t) - 1;
     return true;
@@ -354,11 +355,9 @@ static HAK_NOINLINE int64_t unwind_id(void *ra, uintptr_t anchor, bool fits)
 {
     struct prof_thread *t = &me;
     struct hak_prof_stack st;
-    t->busy = true; /* libgcc_s may be loaded, which allocates */
-    t->ready = false;
+    t->state = PT_UNWINDING; /* libgcc_s may be loaded, which allocates */
     unsigned n = hak_prof_unwind(&st, ra, anchor);
-    t->busy = false;
-    t->ready = true;
+    t->state = PT_SAMPLING;
     hak_lock(&pf.lock);
     pf.unwinds++;
     int64_t i = n && fits ? stack_id(st.f, n) : -1;

@@ -168,10 +168,9 @@ int64_t hak_prof_memo_find(void *ra, uintptr_t anchor)
         return -1;
     struct memo *set = memo_set(table, ra);
     for (unsigned w = 0; w < MEMO_WAYS; w++) {
-        uintptr_t at = LOAD(set[w].ra);
-        if (!at)
+        if (!LOAD(set[w].ra))
             return -1; /* a set fills in order and is never emptied */
-        int64_t id = at == (uintptr_t)ra ? memo_match(&set[w], ra, anchor) : -1;
+        int64_t id = memo_match(&set[w], ra, anchor);
         if (id >= 0)
             return id;
     }
