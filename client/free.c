@@ -136,12 +136,12 @@ static HAK_NOINLINE void free_remote_slow(void *p, uintptr_t off, struct hak_hea
     count_remote(cls);
 }
 
-/* A block in the arena that this thread does not own: into this thread's
- * batch for its slab (remote.c). */
-static HAK_NOINLINE void free_remote(void *p, uintptr_t off)
+/* A block in the arena that this thread does not own, in the general case:
+ * into this thread's batch for its slab (remote.c), a new batch when the
+ * slot holds another slab's. */
+static HAK_NOINLINE void free_remote_other(void *p, uintptr_t off, struct hak_heap *owner)
 {
     uint32_t idx = (uint32_t)(off >> HAK_SS_SHIFT);
-    struct hak_heap *owner = atomic_load(&hak_arena.hot[idx].owner);
     struct hak_tls *t = &hak_tls;
     if (unlikely(owner == HAK_OWNER_ABANDONED || !t->heap || hak_link_key)) {
         free_remote_slow(p, off, owner);
@@ -156,6 +156,60 @@ static HAK_NOINLINE void free_remote(void *p, uintptr_t off)
     count_remote(cls);
 }
 
+/* After a free into batch b: a full batch goes out; the count. */
+static HAK_NOINLINE void free_remote_done(struct hak_tls *t, struct hak_rbatch *b, unsigned cls)
+{
+    if (b->n >= HAK_RBATCH_MAX) {
+        struct hak_heap *idle = hak_remote_send_full(t, (unsigned)(b - t->rb));
+        if (idle)
+            hak_heap_help_drain(idle);
+    }
+    count_remote(cls);
+}
+
+/* A block of another thread: onto this thread's batch for its slab when
+ * the batch is there and every check passes in one test (those of hak_free
+ * and remote_slab: a carved block start, an owner that is a heap), else the
+ * general path, which tells the cases apart. */
+static HAK_NOINLINE void free_remote(void *p, uintptr_t off, const struct hak_ss_hot *hot, struct hak_heap *owner)
+{
+    struct hak_tls *t = &hak_tls;
+    uint32_t idx = (uint32_t)(off >> HAK_SS_SHIFT);
+    unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
+    unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
+    unsigned slab = __atomic_load_n(&hot->slab[u], __ATOMIC_RELAXED), head = slab >> 12;
+    uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - (head << HAK_UNIT_SHIFT);
+    struct hak_rbatch *b = &t->rb[hak_remote_slot(idx, head)];
+    struct hak_slab *s = &hak_cold(idx)->slab[head];
+    /* carved <= capacity: an index below it is a block start. Class 0's
+     * units carve nothing. */
+    if (unlikely(!HAK_OWNER_IS_HEAP(owner)) || unlikely(hak_class_index(&hak_classes[cls], x) >= (slab & HAK_HOT_CARVED_MAX)) ||
+        unlikely(t->heap == NULL) || unlikely(hak_link_key != 0))
+        goto other;
+    void *next = b->head;
+    unsigned n = b->n + 1;
+    if (unlikely(b->slab != s)) {
+        if (b->slab) /* another slab's batch: it goes out first */
+            goto other;
+        b->slab = s;
+        b->tail = p;
+        next = NULL;
+        n = 1;
+        t->rb_used |= 1ull << (b - t->rb);
+    } else if (unlikely(p == next)) {
+        goto other; /* reported there */
+    }
+    *hak_mark_word(p) = hak_free_mark;
+    *(void **)p = next;
+    b->head = p;
+    b->n = n;
+    if (unlikely((n >= HAK_RBATCH_MAX) | (hak_opt.stats != 0)))
+        free_remote_done(t, b, cls); /* a tail call: no registers to save here */
+    return;
+other:
+    free_remote_other(p, off, owner);
+}
+
 HAK_API void hak_free(void *p)
 {
     uintptr_t off = (uintptr_t)p - hak_arena.base;
@@ -165,8 +219,9 @@ HAK_API void hak_free(void *p)
     }
     struct hak_ss_hot *hot = &hak_arena.hot[off >> HAK_SS_SHIFT];
     struct hak_tls *t = &hak_tls;
-    if (unlikely(atomic_load_explicit(&hot->owner, HAK_RELAXED) != t->heap)) {
-        free_remote(p, off);
+    struct hak_heap *owner = atomic_load_explicit(&hot->owner, HAK_RELAXED);
+    if (unlikely(owner != t->heap)) {
+        free_remote(p, off, hot, owner);
         return;
     }
     unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);

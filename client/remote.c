@@ -12,6 +12,8 @@
  *           one taken for another owner, and every outbox at the thread's
  *           slow paths and exit, goes onto the owner's inbox with one CAS:
  *           one atomic operation on the owner's line per few hundred blocks;
+ *           its batches are walked (each re-checked for its owner) only if
+ *           the owner abandoned SuperSlabs since the first was posted;
  *   drain   the owner, in its slow paths, takes its whole inbox and gives
  *           each batch back to its slab; it never scans its slabs;
  *   slab    a batch whose SuperSlab the owner no longer has, and a block
@@ -135,28 +137,33 @@ static void scatter(void *b)
 static struct hak_heap *ship(struct hak_outbox *o)
 {
     struct hak_heap *h = o->heap, *idle = NULL;
-    void *first = o->first, *last = NULL;
-    uint32_t batches = o->batches;
+    void *first = o->first, *last = o->last;
+    uint32_t batches = o->batches, since = o->gave_away;
     o->heap = NULL;
-    o->first = NULL;
+    o->first = o->last = NULL;
     o->n = o->batches = 0;
     o->bytes = 0;
     atomic_fetch_add(&h->inflight, 1);
     /* Batches of SuperSlabs h gave away since they were posted go to their
-     * slabs, whose new owner hears of them. */
-    for (void **link = &first; *link;) {
-        void *b = *link;
-        unsigned n;
-        void *end = batch_end(b, &n), *next = hak_link_get(end);
-        if (atomic_load(&hak_hot(hak_ss_of(b))->owner) == h) {
-            last = end;
-            link = (void **)end;
-            continue;
+     * slabs, whose new owner hears of them. If h gave none away since the
+     * first post (its count, read after inflight: one that gives away later
+     * waits for this push, then drains), every batch is still its own. */
+    if (atomic_load(&h->gave_away) != since) {
+        last = NULL;
+        for (void **link = &first; *link;) {
+            void *b = *link;
+            unsigned n;
+            void *end = batch_end(b, &n), *next = hak_link_get(end);
+            if (atomic_load(&hak_hot(hak_ss_of(b))->owner) == h) {
+                last = end;
+                link = (void **)end;
+                continue;
+            }
+            *link = next; /* plain links: batches are never made in secure mode */
+            hak_link_set(end, NULL);
+            push(hak_slab_of(b), b, end, n);
+            batches--;
         }
-        *link = next; /* plain links: batches are never made in secure mode */
-        hak_link_set(end, NULL);
-        push(hak_slab_of(b), b, end, n);
-        batches--;
     }
     if (first) {
         void *top = atomic_load_explicit(&h->inbox, HAK_RELAXED);
@@ -195,6 +202,17 @@ static struct hak_heap *post(struct hak_tls *t, struct hak_slab *s, void *first,
     if (!o) {
         o = &t->out[t->out_next++ % HAK_OUTBOX];
         idle = ship(o);
+    }
+    if (o->heap != h) {
+        /* The count, then the owner again: a give-away the count missed
+         * shows in the owner; one after it, in the count at ship. */
+        uint32_t since = atomic_load_explicit(&h->gave_away, memory_order_acquire);
+        if (atomic_load_explicit(&hot->owner, HAK_RELAXED) != h) {
+            struct hak_heap *other = push(s, first, last, n);
+            return other ? other : idle;
+        }
+        o->gave_away = since;
+        o->last = last;
     }
     *batch_word(first) = (uintptr_t)last | (n - 1);
     hak_link_set(last, o->first);

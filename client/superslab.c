@@ -390,6 +390,7 @@ void hak_ss_abandon_all(struct hak_heap *h)
             abandon = idx;
         }
     }
+    atomic_fetch_add(&h->gave_away, 1); /* outboxes for h are walked at ship (remote.c) */
     hak_remote_wait(h);
     hak_remote_drain(h);
     while (abandon != HAK_NO_SS) {

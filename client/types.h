@@ -153,6 +153,8 @@ struct hak_rbatch {
 struct hak_outbox {
     struct hak_heap *heap; /* NULL: empty */
     void *first;
+    void *last;            /* the chain's last block (of the first batch posted) */
+    uint32_t gave_away;    /* heap's count when the first batch was posted */
     uint32_t n;            /* blocks */
     uint32_t batches;
     uint64_t bytes;
@@ -201,6 +203,9 @@ struct hak_heap {
     _Atomic uint32_t inflight;    /* remote freers between reading owner and pushing */
     _Atomic uint32_t notify_pushes; /* batches and slabs pushed since the last drain:
                                      remote freers add (relaxed), a drainer resets */
+    _Atomic uint32_t gave_away;   /* bumped when its SuperSlabs stop being its own
+                                     with blocks out (abandoned): an outbox posted
+                                     since the same count holds only its batches */
     uint32_t slow_events;         /* owner: refills and flushes, for the budget check */
     uint8_t helped;               /* heap lock: drains by other threads since the
                                      owner's last refill or flush */
