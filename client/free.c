@@ -181,24 +181,32 @@ static HAK_NOINLINE void free_remote(void *p, uintptr_t off, const struct hak_ss
     uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - (head << HAK_UNIT_SHIFT);
     struct hak_rbatch *b = &t->rb[hak_remote_slot(idx, head)];
     struct hak_slab *s = &hak_cold(idx)->slab[head];
+    __asm__("" : "+r"(b)); /* kept in a register: gcc would recompute it from the TLS base at each use */
     /* carved <= capacity: an index below it is a block start. Class 0's
      * units carve nothing. */
     if (unlikely(!HAK_OWNER_IS_HEAP(owner)) || unlikely(hak_class_index(&hak_classes[cls], x) >= (slab & HAK_HOT_CARVED_MAX)) ||
         unlikely(t->heap == NULL) || unlikely(hak_link_key != 0))
         goto other;
-    void *next = b->head;
-    unsigned n = b->n + 1;
     if (unlikely(b->slab != s)) {
         if (b->slab) /* another slab's batch: it goes out first */
             goto other;
-        b->slab = s;
-        b->tail = p;
-        next = NULL;
-        n = 1;
+        *hak_mark_word(p) = hak_free_mark;
+        *(void **)p = NULL;
+        b->head = b->tail = p;
+        b->n = 1;
         t->rb_used |= 1ull << (b - t->rb);
-    } else if (unlikely(p == next)) {
-        goto other; /* reported there */
+        /* The slab last: a fork child takes the batches whose slab is set
+         * (hak_remote_fork_child) from threads stopped anywhere. */
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        b->slab = s;
+        if (unlikely(hak_opt.stats != 0))
+            count_remote(cls);
+        return;
     }
+    void *next = b->head;
+    if (unlikely(p == next))
+        goto other; /* reported there */
+    unsigned n = b->n + 1;
     *hak_mark_word(p) = hak_free_mark;
     *(void **)p = next;
     b->head = p;
