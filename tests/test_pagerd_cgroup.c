@@ -250,8 +250,9 @@ static void child_line(const char *what, long mib)
 }
 
 /* Grow the heap by 64 KiB blocks, each written, to target MiB, pausing
- * pace_ms every 8 MiB; a line every 32 MiB. Exits 0 at the target, 3 if
- * malloc failed (ENOMEM); the kernel may kill it first. */
+ * pace_ms every 8 MiB; a line every 32 MiB. Exits 0 at the target (once
+ * its standard input is closed), 3 if malloc failed (ENOMEM); the kernel
+ * may kill it first. */
 static int child_grow(long target_mib, long pace_ms)
 {
     long blocks = target_mib * 16;
@@ -268,6 +269,11 @@ static int child_grow(long target_mib, long pace_ms)
             child_line("", i / 16);
     }
     child_line("done ", target_mib);
+    /* Live until the parent has read the cgroup: at exit the daemon takes
+     * the SuperSlabs back and their pages leave the cgroup. */
+    char c;
+    while (read(0, &c, 1) > 0) {
+    }
     return 0;
 }
 
@@ -284,13 +290,16 @@ struct grown {
 /* Run a growing client in cgroup g against daemon d; its last line. */
 static struct grown run_client(const struct daemon *d, const struct cgroup *g, long target_mib)
 {
-    int out[2];
+    int out[2], hold[2];
     assert_int_equal(pipe(out), 0);
+    assert_int_equal(pipe(hold), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         dup2(out[1], 1);
+        dup2(hold[0], 0);
         close(out[0]);
+        close(hold[1]);
         cg_write(g, "cgroup.procs", (unsigned long long)getpid());
         setenv("HAKMEM_PAGERD", "on", 1);
         setenv("HAKMEM_PAGERD_SOCKET", d->sock, 1);
@@ -302,6 +311,7 @@ static struct grown run_client(const struct daemon *d, const struct cgroup *g, l
         _exit(127);
     }
     close(out[1]);
+    close(hold[0]);
     FILE *from = fdopen(out[0], "r");
     struct grown r = {0};
     char line[256];
@@ -314,8 +324,14 @@ static struct grown run_client(const struct daemon *d, const struct cgroup *g, l
             r.current = cg_current(g);
             r.shmem = cg_shmem(g);
         }
+        if (strncmp(line, "done ", 5) == 0 && hold[1] >= 0) {
+            close(hold[1]); /* measured: the client may exit */
+            hold[1] = -1;
+        }
     }
     fclose(from);
+    if (hold[1] >= 0)
+        close(hold[1]);
     int status = 0;
     waitpid(pid, &status, 0);
     r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
