@@ -62,11 +62,21 @@ static struct hak_heap *notify_owner(struct hak_ss_hot *hot, struct hak_slab *s)
     return idle;
 }
 
-/* The second word of a batch's first block: its last block (16-byte
- * aligned) and its count less one in the low bits, in place of the free
- * mark (internal.h) until the batch reaches its slab. Blocks are at least
- * 16 bytes. The secure mode keeps its own mark there and walks every link. */
-_Static_assert(HAK_RBATCH_MAX <= 16, "a batch's count fits the low bits of an aligned pointer");
+/* The second word of a batch's first block: its last block, and its count
+ * less one in the top byte (user addresses are below 2^56), in place of
+ * the free mark (internal.h) until the batch reaches its slab. Blocks are
+ * at least 16 bytes. The secure mode keeps its own mark there and walks
+ * every link. */
+#define BATCH_COUNT_SHIFT 56
+_Static_assert(HAK_RBATCH_MAX <= 256, "a batch's count fits the top byte of its word");
+static inline uintptr_t batch_pack(const void *last, unsigned n)
+{
+    return (uintptr_t)last | (uintptr_t)(n - 1) << BATCH_COUNT_SHIFT;
+}
+static inline unsigned batch_count(uintptr_t w)
+{
+    return (unsigned)(w >> BATCH_COUNT_SHIFT) + 1;
+}
 static inline uintptr_t *batch_word(void *first)
 {
     return hak_mark_word(first);
@@ -84,9 +94,9 @@ static HAK_NOINLINE void bad_batch(const void *first, uintptr_t w)
 }
 static inline void *batch_last(const void *first, uintptr_t w)
 {
-    uintptr_t last = w & ~(uintptr_t)15, off = last - hak_arena.base;
+    uintptr_t last = w & (((uintptr_t)1 << BATCH_COUNT_SHIFT) - 1), off = last - hak_arena.base;
     uintptr_t foff = (uintptr_t)first - hak_arena.base;
-    if (unlikely(off >= hak_arena.size || (off ^ foff) >> HAK_SS_SHIFT))
+    if (unlikely(off >= hak_arena.size || (off ^ foff) >> HAK_SS_SHIFT || batch_count(w) > HAK_RBATCH_MAX))
         bad_batch(first, w);
     struct hak_ss_hot *hot = hak_hot((uint32_t)(foff >> HAK_SS_SHIFT));
     unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
@@ -102,7 +112,7 @@ static inline void *batch_last(const void *first, uintptr_t w)
 static struct hak_heap *push(struct hak_slab *s, void *first, void *last, unsigned n)
 {
     if (!hak_link_key)
-        *batch_word(first) = (uintptr_t)last | (n - 1);
+        *batch_word(first) = batch_pack(last, n);
     void *top = atomic_load_explicit(&s->remote, HAK_RELAXED);
     do
         hak_link_set(last, top);
@@ -115,7 +125,7 @@ static struct hak_heap *push(struct hak_slab *s, void *first, void *last, unsign
 static inline void *batch_end(void *first, unsigned *n)
 {
     uintptr_t w = *batch_word(first);
-    *n = (unsigned)(w & 15) + 1;
+    *n = batch_count(w);
     return batch_last(first, w);
 }
 
@@ -214,7 +224,7 @@ static struct hak_heap *post(struct hak_tls *t, struct hak_slab *s, void *first,
         o->gave_away = since;
         o->last = last;
     }
-    *batch_word(first) = (uintptr_t)last | (n - 1);
+    *batch_word(first) = batch_pack(last, n);
     hak_link_set(last, o->first);
     o->first = first;
     o->heap = h;
@@ -323,7 +333,7 @@ void hak_remote_collect(struct hak_heap *h, struct hak_slab *s)
             uintptr_t w = *batch_word(b);
             tail = batch_last(b, w);
             *batch_word(b) = hak_free_mark; /* home: a free block's again */
-            n += (unsigned)(w & 15) + 1;
+            n += batch_count(w);
             if (unlikely(n > s->used))
                 hak_fatal_pointer("free", list, "double free (more blocks returned than handed out)");
         }

@@ -138,7 +138,7 @@ struct hak_tcache {
 
 /* Remote frees of one slab, gathered before they go out (remote.c). */
 #define HAK_RBATCH 64      /* slabs a thread gathers for at once (power of 2) */
-#define HAK_RBATCH_MAX 16  /* blocks a batch holds before it goes out */
+#define HAK_RBATCH_MAX 32  /* blocks a batch holds before it goes out */
 struct hak_rbatch {
     struct hak_slab *slab; /* NULL: unused */
     void *head, *tail;     /* linked like a remote list */
