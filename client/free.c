@@ -90,14 +90,8 @@ static void count_remote(unsigned cls)
 /* The rare cases of a block this thread does not own: its SuperSlab is
  * abandoned (this thread takes it over), the thread has no heap yet (it
  * gets one, so its remote frees are batched and sent at its exit), or is
- * past its exit, or the secure mode is on. Left out of UBSan's NULL
- * checks: gcc 12's check of the thread's TLS address in the batch code
- * inlined here tested the flags of the batch slot's computation (a false
- * report whenever the slot was 0). */
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((no_sanitize("null")))
-#endif
-static HAK_NOINLINE void free_remote_slow(void *p, uintptr_t off, struct hak_heap *owner)
+ * past its exit, or the secure mode is on. */
+HAK_NO_TLS_NULL_CHECK static HAK_NOINLINE void free_remote_slow(void *p, uintptr_t off, struct hak_heap *owner)
 {
     uint32_t idx = (uint32_t)(off >> HAK_SS_SHIFT);
     struct hak_heap *me = hak_tls.heap;
@@ -139,7 +133,7 @@ static HAK_NOINLINE void free_remote_slow(void *p, uintptr_t off, struct hak_hea
 /* A block in the arena that this thread does not own, in the general case:
  * into this thread's batch for its slab (remote.c), a new batch when the
  * slot holds another slab's. */
-static HAK_NOINLINE void free_remote_other(void *p, uintptr_t off, struct hak_heap *owner)
+HAK_NO_TLS_NULL_CHECK static HAK_NOINLINE void free_remote_other(void *p, uintptr_t off, struct hak_heap *owner)
 {
     uint32_t idx = (uint32_t)(off >> HAK_SS_SHIFT);
     struct hak_tls *t = &hak_tls;
@@ -157,7 +151,7 @@ static HAK_NOINLINE void free_remote_other(void *p, uintptr_t off, struct hak_he
 }
 
 /* After a free into batch b: a full batch goes out; the count. */
-static HAK_NOINLINE void free_remote_done(struct hak_tls *t, struct hak_rbatch *b, unsigned cls)
+HAK_NO_TLS_NULL_CHECK static HAK_NOINLINE void free_remote_done(struct hak_tls *t, struct hak_rbatch *b, unsigned cls)
 {
     if (b->n >= HAK_RBATCH_MAX) {
         struct hak_heap *idle = hak_remote_send_full(t, (unsigned)(b - t->rb));
@@ -167,11 +161,37 @@ static HAK_NOINLINE void free_remote_done(struct hak_tls *t, struct hak_rbatch *
     count_remote(cls);
 }
 
+/* Free p into b, the batch slot of its slab, which holds another slab's
+ * batch (that goes out first, by the general path) or none. */
+HAK_NO_TLS_NULL_CHECK static HAK_NOINLINE void free_remote_first(void *p, uintptr_t off, struct hak_heap *owner, struct hak_rbatch *b,
+                                           uint32_t key, unsigned cls)
+{
+    struct hak_tls *t = &hak_tls;
+    /* Batches are made only by a thread with a heap (its exit sends them)
+     * outside the secure mode: a batch found in the slot says both. */
+    if (b->key || !t->heap || hak_link_key) {
+        free_remote_other(p, off, owner);
+        return;
+    }
+    *hak_mark_word(p) = hak_free_mark;
+    *(void **)p = NULL;
+    b->head = b->tail = p;
+    b->n = 1;
+    b->key = key;
+    t->rb_used |= 1ull << (b - t->rb);
+    /* The slab last: a fork child takes the batches whose slab is set
+     * (hak_remote_fork_child) from threads stopped anywhere. */
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    key--;
+    b->slab = &hak_cold(key / HAK_UNITS)->slab[key % HAK_UNITS];
+    count_remote(cls);
+}
+
 /* A block of another thread: onto this thread's batch for its slab when
  * the batch is there and every check passes in one test (those of hak_free
  * and remote_slab: a carved block start, an owner that is a heap), else the
  * general path, which tells the cases apart. */
-static HAK_NOINLINE void free_remote(void *p, uintptr_t off, const struct hak_ss_hot *hot, struct hak_heap *owner)
+HAK_NO_TLS_NULL_CHECK static HAK_NOINLINE void free_remote(void *p, uintptr_t off, const struct hak_ss_hot *hot, struct hak_heap *owner)
 {
     struct hak_tls *t = &hak_tls;
     uint32_t idx = (uint32_t)(off >> HAK_SS_SHIFT);
@@ -179,28 +199,15 @@ static HAK_NOINLINE void free_remote(void *p, uintptr_t off, const struct hak_ss
     unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
     unsigned slab = __atomic_load_n(&hot->slab[u], __ATOMIC_RELAXED), head = slab >> 12;
     uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - (head << HAK_UNIT_SHIFT);
+    uint32_t key = hak_rbatch_key(idx, head);
     struct hak_rbatch *b = &t->rb[hak_remote_slot(idx, head)];
-    struct hak_slab *s = &hak_cold(idx)->slab[head];
     __asm__("" : "+r"(b)); /* kept in a register: gcc would recompute it from the TLS base at each use */
     /* carved <= capacity: an index below it is a block start. Class 0's
      * units carve nothing. */
-    if (unlikely(!HAK_OWNER_IS_HEAP(owner)) || unlikely(hak_class_index(&hak_classes[cls], x) >= (slab & HAK_HOT_CARVED_MAX)) ||
-        unlikely(t->heap == NULL) || unlikely(hak_link_key != 0))
+    if (unlikely(!HAK_OWNER_IS_HEAP(owner)) || unlikely(hak_class_index(&hak_classes[cls], x) >= (slab & HAK_HOT_CARVED_MAX)))
         goto other;
-    if (unlikely(b->slab != s)) {
-        if (b->slab) /* another slab's batch: it goes out first */
-            goto other;
-        *hak_mark_word(p) = hak_free_mark;
-        *(void **)p = NULL;
-        b->head = b->tail = p;
-        b->n = 1;
-        t->rb_used |= 1ull << (b - t->rb);
-        /* The slab last: a fork child takes the batches whose slab is set
-         * (hak_remote_fork_child) from threads stopped anywhere. */
-        __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        b->slab = s;
-        if (unlikely(hak_opt.stats != 0))
-            count_remote(cls);
+    if (unlikely(b->key != key)) {
+        free_remote_first(p, off, owner, b, key, cls); /* a tail call */
         return;
     }
     void *next = b->head;

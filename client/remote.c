@@ -247,6 +247,7 @@ static struct hak_heap *send(struct hak_tls *t, unsigned i)
     struct hak_slab *s = b->slab;
     void *first = b->head, *last = b->tail;
     b->slab = NULL;
+    b->key = 0;
     t->rb_used &= ~(1ull << i);
     __atomic_signal_fence(__ATOMIC_SEQ_CST); /* cleared first, for a fork child */
     return post(t, s, first, last, b->n);
@@ -277,6 +278,7 @@ struct hak_heap *hak_remote_restart(struct hak_tls *t, unsigned i, struct hak_sl
     hak_link_set(p, NULL);
     b->head = b->tail = p;
     b->n = 1;
+    b->key = hak_rbatch_key(s->ss, s->unit);
     t->rb_used |= 1ull << i;
     __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the slab last, for a fork child */
     b->slab = s;

@@ -143,6 +143,8 @@ struct hak_rbatch {
     struct hak_slab *slab; /* NULL: unused */
     void *head, *tail;     /* linked like a remote list */
     uint32_t n;
+    uint32_t key;          /* hak_rbatch_key of slab, 0 when unused: free's
+                              test without the slab's address */
 };
 
 /* Batches bound for one owner heap, chained (a batch's last block links to
