@@ -3,7 +3,8 @@
  * inbox at the same time), while the owner keeps draining it. Afterwards every block must be back in its slab exactly once: no
  * block lost, none counted twice. Repeated for several rounds and classes.
  * Then the batches a freer gathers: sent when full, at its exit, never
- * before, and for more owners than its outboxes. */
+ * before, for more owners than its outboxes, and for an owner that
+ * abandoned their SuperSlab while they waited. */
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -249,6 +250,51 @@ static void test_more_owners_than_outboxes(void **state)
     pthread_barrier_destroy(&owners_go);
 }
 
+/* A batch waits in a freer's outbox while its owner abandons the
+ * SuperSlab (as a thread exit or an idle heap does): the ship that follows
+ * must not put it on the owner's inbox, where no drain would find the
+ * adopter, but on its slab's remote list. */
+static void *abandoner_main(void *arg)
+{
+    (void)arg;
+    owner_main((void *)(uintptr_t)0);
+    struct hak_heap *h = hak_tls.heap;
+    hak_lock(&h->lock);
+    for (unsigned c = 1; c < HAK_NCLASS; c++)
+        hak_heap_flush(h, c, 0);
+    hak_remote_drain(h);
+    hak_ss_abandon_all(h);
+    hak_unlock(&h->lock);
+    pthread_barrier_wait(&owners_ready);
+    pthread_barrier_wait(&owners_go);
+    return NULL;
+}
+
+static void test_outbox_of_an_abandoned_owner(void **state)
+{
+    (void)state;
+    pthread_t th;
+    hak_thread_flush();
+    pthread_barrier_init(&owners_ready, NULL, 2);
+    pthread_barrier_init(&owners_go, NULL, 2);
+    assert_int_equal(pthread_create(&th, NULL, abandoner_main, NULL), 0);
+    pthread_barrier_wait(&owners_ready); /* its full batch allocated */
+    for (int i = 0; i < HAK_RBATCH_MAX; i++)
+        hak_free(owned[0][i]);
+    struct hak_slab *s = hak_slab_of(owned[0][0]);
+    assert_null(atomic_load(&s->remote)); /* in the outbox */
+    pthread_barrier_wait(&owners_go);
+    pthread_barrier_wait(&owners_ready); /* its SuperSlabs abandoned */
+    assert_int_equal(atomic_load(&hak_hot(s->ss)->owner), HAK_OWNER_ABANDONED);
+    hak_thread_flush();
+    assert_null(atomic_load(&owner_heap[0]->inbox));
+    assert_ptr_equal(atomic_load(&s->remote), owned[0][HAK_RBATCH_MAX - 1]);
+    pthread_barrier_wait(&owners_go);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&owners_ready);
+    pthread_barrier_destroy(&owners_go);
+}
+
 int main(void)
 {
     hak_free(hak_malloc(1));
@@ -257,6 +303,7 @@ int main(void)
         cmocka_unit_test(test_remote_frees_under_contention_mid),
         cmocka_unit_test(test_batches_go_out_when_full_and_at_exit),
         cmocka_unit_test(test_more_owners_than_outboxes),
+        cmocka_unit_test(test_outbox_of_an_abandoned_owner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
