@@ -174,17 +174,9 @@ HAK_NO_TLS_NULL_CHECK static HAK_NOINLINE void free_remote_first(void *p, uintpt
         return;
     }
     *hak_mark_word(p) = hak_free_mark;
-    *(void **)p = NULL;
-    b->head = b->tail = p;
-    b->n = 1;
-    b->key = key;
-    t->rb_used |= 1ull << (b - t->rb);
-    /* The slab last: a fork child takes the batches whose slab is set
-     * (hak_remote_fork_child) from threads stopped anywhere. */
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    key--;
-    b->slab = &hak_cold(key / HAK_UNITS)->slab[key % HAK_UNITS];
-    count_remote(cls);
+    uint32_t unit = key - 1; /* the slab's first unit in the arena */
+    hak_remote_restart(t, (unsigned)(b - t->rb), &hak_cold(unit / HAK_UNITS)->slab[unit % HAK_UNITS], p);
+    count_remote(cls); /* the slot was empty: restart sent nothing */
 }
 
 /* A block of another thread: onto this thread's batch for its slab when
