@@ -373,7 +373,8 @@ static void test_limit_total(void **state)
     struct tclient a, b;
     assert_true(tc_open(&a, &d, 64));
     assert_true(tc_open(&b, &d, 64));
-    sleep_ms(100);
+    assert_true(WAIT_FOR(tc_level(&a, 0) + tc_level(&a, 1) + tc_level(&b, 0) + tc_level(&b, 1) >= 6, 2000));
+    sleep_ms(50); /* and no more comes */
     get_status(&d, &st);
     assert_int_equal(st.d.ss_total, 6);
     assert_true(tc_level(&a, 0) + tc_level(&a, 1) + tc_level(&b, 0) + tc_level(&b, 1) == 6);

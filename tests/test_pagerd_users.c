@@ -39,7 +39,9 @@ static void test_limit_uid_spans_sessions(void **state)
     assert_true(tc_open(&a, &d, 64));
     assert_true(tc_open(&b, &d, 64));
     uint32_t ha = pop_up_to(&a, 64, 300), hb = pop_up_to(&b, 64, 300);
-    sleep_ms(50);
+    /* What is still being pre-faulted reaches the rings a moment later. */
+    (void)WAIT_FOR(ha + hb + tc_level(&a, 0) + tc_level(&a, 1) + tc_level(&b, 0) + tc_level(&b, 1) >= 10, 2000);
+    sleep_ms(50); /* and no more comes */
     uint32_t waiting = tc_level(&a, 0) + tc_level(&a, 1) + tc_level(&b, 0) + tc_level(&b, 1);
     print_message("limit_uid 10: held %u + %u, waiting %u\n", ha, hb, waiting);
     assert_int_equal(ha + hb + waiting, 10);
