@@ -232,7 +232,7 @@ HAK_API void hak_free(void *p)
         return;
     }
     unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
-    unsigned cls = hot->cls[u], slab = hot->slab[u];
+    unsigned cls = hak_hot_cls_relaxed(hot, u), slab = hak_hot_slab_relaxed(hot, u);
     uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - ((slab >> 12) << HAK_UNIT_SHIFT);
     const struct hak_class *k = &hak_classes[cls];
     struct hak_tcache *tc = &t->c[cls];

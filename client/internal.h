@@ -178,6 +178,36 @@ static inline bool hak_class_is_block(const struct hak_class *k, uint32_t x)
 {
     return hak_class_index(k, x) < k->capacity;
 }
+/* hot->cls[u] and hot->slab[u] for free's fast path: relaxed atomic loads
+ * (a thread sharing the heap may be carving more of the slab meanwhile).
+ * gcc 12 does not fold the field's offset into an atomic load's address,
+ * one add more; an aligned x86 load is single-copy atomic, so on x86 an asm
+ * load with a memory operand is the same load with the offset folded.
+ * ThreadSanitizer is shown the builtin. */
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+static inline uint32_t hak_hot_cls_relaxed(const struct hak_ss_hot *hot, unsigned u)
+{
+    uint32_t v;
+    __asm__("movzbl %1, %0" : "=r"(v) : "m"(hot->cls[u]));
+    return v;
+}
+static inline uint32_t hak_hot_slab_relaxed(const struct hak_ss_hot *hot, unsigned u)
+{
+    uint32_t v;
+    __asm__("movzwl %1, %0" : "=r"(v) : "m"(hot->slab[u]));
+    return v;
+}
+#else
+static inline uint32_t hak_hot_cls_relaxed(const struct hak_ss_hot *hot, unsigned u)
+{
+    return __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
+}
+static inline uint32_t hak_hot_slab_relaxed(const struct hak_ss_hot *hot, unsigned u)
+{
+    return __atomic_load_n(&hot->slab[u], __ATOMIC_RELAXED);
+}
+#endif
+
 /* The slab over unit u of a SuperSlab: its first unit, and how many of its
  * blocks were carved (a block past them was never handed out: a free of it,
  * the neighbour of the last block handed out say, would put a block in the

@@ -108,6 +108,24 @@ exec 4>"$work/in2"
 wait_for grep -q ready "$work/out1" && wait_for grep -q ready "$work/out2" || { fail "clients ready"; exit 1; }
 pid1=$(cat "$work/pid1") pid2=$(cat "$work/pid2")
 
+# The text, the JSON and the metrics below are three requests: they agree
+# once the daemon is done filling the clients' rings, which a loaded
+# machine may not be by the time the clients say ready. Settled: two
+# statuses 200 ms apart show the same rings and pre-faults.
+settled() {
+    "$hakctl" --socket "$sock" --json status >"$work/settle1.json" 2>/dev/null && sleep 0.2 &&
+        "$hakctl" --socket "$sock" --json status >"$work/settle2.json" 2>/dev/null &&
+        python3 - "$work/settle1.json" "$work/settle2.json" <<'PY'
+import json, sys
+def key(path):
+    st = json.load(open(path))
+    return ([(c["pid"], c["held"], c["ring_level"], c["served"]) for c in st["clients"]],
+            [(n["ready"], n["prefaulted"]) for n in st["nodes"]])
+sys.exit(key(sys.argv[1]) != key(sys.argv[2]))
+PY
+}
+wait_for settled || fail "the daemon settles"
+
 "$hakctl" --socket "$sock" status >"$work/status.txt"
 text_rc=$?
 HAKMEM_PAGERD_SOCKET=$sock "$hakctl" --json status >"$work/status.json"
