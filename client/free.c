@@ -188,8 +188,7 @@ HAK_NO_TLS_NULL_CHECK static HAK_NOINLINE void free_remote(void *p, uintptr_t of
     struct hak_tls *t = &hak_tls;
     uint32_t idx = (uint32_t)(off >> HAK_SS_SHIFT);
     unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
-    unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
-    unsigned slab = __atomic_load_n(&hot->slab[u], __ATOMIC_RELAXED), head = slab >> 12;
+    unsigned cls = hak_hot_cls_relaxed(hot, u), slab = hak_hot_slab_relaxed(hot, u), head = slab >> 12;
     uint32_t x = (uint32_t)(off & (HAK_SS_SIZE - 1)) - (head << HAK_UNIT_SHIFT);
     uint32_t key = hak_rbatch_key(idx, head);
     struct hak_rbatch *b = &t->rb[hak_remote_slot(idx, head)];

@@ -178,8 +178,9 @@ static inline bool hak_class_is_block(const struct hak_class *k, uint32_t x)
 {
     return hak_class_index(k, x) < k->capacity;
 }
-/* hot->cls[u] and hot->slab[u] for free's fast path: relaxed atomic loads
- * (a thread sharing the heap may be carving more of the slab meanwhile).
+/* hot->cls[u] and hot->slab[u], read without the heap's lock: relaxed
+ * atomic loads (a thread sharing the heap may be carving more of the slab
+ * meanwhile).
  * gcc 12 does not fold the field's offset into an atomic load's address,
  * one add more; an aligned x86 load is single-copy atomic, so on x86 an asm
  * load with a memory operand is the same load with the offset folded.
@@ -214,11 +215,11 @@ static inline uint32_t hak_hot_slab_relaxed(const struct hak_ss_hot *hot, unsign
  * cache that carving hands out again). */
 static inline unsigned hak_hot_head(const struct hak_ss_hot *hot, unsigned u)
 {
-    return __atomic_load_n(&hot->slab[u], __ATOMIC_RELAXED) >> 12;
+    return hak_hot_slab_relaxed(hot, u) >> 12;
 }
 static inline uint32_t hak_hot_carved(const struct hak_ss_hot *hot, unsigned u)
 {
-    return __atomic_load_n(&hot->slab[u], __ATOMIC_RELAXED) & HAK_HOT_CARVED_MAX;
+    return hak_hot_slab_relaxed(hot, u) & HAK_HOT_CARVED_MAX;
 }
 /* Where an address lies in the slab over unit u of its SuperSlab (off: the
  * address, or its offset from the arena base: only the low bits count). */
