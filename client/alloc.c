@@ -96,35 +96,13 @@ void *hak_malloc_inner(size_t size)
     return malloc_fast(size);
 }
 
-/* In an optimized build malloc_sampling is reached by a jump (a sibling
- * call) from hak_malloc_sampled, so its return address is the program's:
- * taking it in hak_malloc_sampled cost that function a stack frame on
- * every call. Where the compiler keeps the call (no sibling calls below
- * -O2; ThreadSanitizer's exit hook), hak_malloc_sampled passes it. */
-#if defined(__OPTIMIZE__) && !defined(HAK_DEBUG) && !defined(__SANITIZE_THREAD__)
-#define SAMPLING_RA_PARAM
-#define SAMPLING_RA __builtin_return_address(0)
-#define SAMPLING_CALL(size) malloc_sampling(size)
-#else
-#define SAMPLING_RA_PARAM , void *ra
-#define SAMPLING_RA ra
-#define SAMPLING_CALL(size) malloc_sampling(size, __builtin_return_address(0))
-#endif
-
-static HAK_NOINLINE void *malloc_sampling(size_t size SAMPLING_RA_PARAM)
-{
-    if (!hak_prof_due())
-        return malloc_fast(size);
-    return hak_prof_alloc(size, 16, false, SAMPLING_RA);
-}
-
 /* With the profiler on, malloc jumps here: the same after the countdown,
  * which is one subtraction from memory and a sign test. */
 void *hak_malloc_sampled(size_t size)
 {
     if (likely((hak_tls.prof_left -= (int64_t)size) >= 0))
         return malloc_fast(size);
-    return SAMPLING_CALL(size);
+    return HAK_PROF_MALLOC_CALL(size);
 }
 
 static inline void *calloc_body(size_t count, size_t size)

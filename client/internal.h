@@ -482,6 +482,7 @@ size_t hak_large_trim(void) HAK_HIDDEN;
 size_t hak_large_decay(void) HAK_HIDDEN; /* cached mappings past the decay, if the lock is free */
 /* A block for a profiler's sample, carrying its tag (0: not counted). */
 void *hak_large_alloc_sampled(size_t size, size_t align, bool zero, uint64_t tag) HAK_HIDDEN;
+void hak_large_each_sampled(void (*each)(uint64_t tag, void *arg), void *arg) HAK_HIDDEN;
 void hak_large_stats(uint64_t *live_bytes, uint64_t *cached_bytes, uint64_t *blocks) HAK_HIDDEN;
 uint64_t hak_large_returned(void) HAK_HIDDEN;    /* bytes of freed mappings unmapped */
 size_t hak_large_resident(void) HAK_HIDDEN; /* live and cached mappings, the registry */
@@ -549,12 +550,27 @@ bool hak_prof_patch_entries(const char **why) HAK_HIDDEN; /* malloc, calloc jump
 void hak_prof_init(void) HAK_HIDDEN;
 bool hak_prof_due(void) HAK_HIDDEN;
 void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra) HAK_HIDDEN;
+/* malloc's countdown ran out: hak_prof_due and hak_prof_alloc in one call.
+ * In an optimized build it is reached by a jump (a sibling call) from
+ * hak_malloc_sampled, so its return address is the program's: taking it
+ * in hak_malloc_sampled cost that function a stack frame on every call.
+ * Where the compiler keeps the call (no sibling calls below -O2;
+ * ThreadSanitizer's exit hook), hak_malloc_sampled passes it. */
+#if defined(__OPTIMIZE__) && !defined(HAK_DEBUG) && !defined(__SANITIZE_THREAD__)
+#define HAK_PROF_MALLOC_RA_PARAM
+#define HAK_PROF_MALLOC_RA __builtin_return_address(0)
+#define HAK_PROF_MALLOC_CALL(size) hak_prof_malloc(size)
+#else
+#define HAK_PROF_MALLOC_RA_PARAM , void *ra
+#define HAK_PROF_MALLOC_RA ra
+#define HAK_PROF_MALLOC_CALL(size) hak_prof_malloc(size, __builtin_return_address(0))
+#endif
+void *hak_prof_malloc(size_t size HAK_PROF_MALLOC_RA_PARAM) HAK_HIDDEN;
 /* A sampled block's tag: (requested size << HAK_PROF_TAG_SIZE_SHIFT) |
  * (stack id + 1), the id 0 for a stack left out; bits 16-23 are free for
  * where the block lives to keep its own state. */
 #define HAK_PROF_TAG_ID_MASK 0xFFFFu
 #define HAK_PROF_TAG_SIZE_SHIFT 24
-void hak_prof_freed(uint64_t tag) HAK_HIDDEN;
 void hak_prof_thread_exit(void) HAK_HIDDEN; /* its counts table to the next thread */
 struct hak_stats;
 void hak_prof_stats(struct hak_stats *s) HAK_HIDDEN; /* the prof_ figures */
@@ -585,7 +601,7 @@ size_t hak_prof_block_usable(const void *p) HAK_HIDDEN;
 void hak_prof_blocks_thread_exit(void) HAK_HIDDEN;
 size_t hak_prof_blocks_trim(void) HAK_HIDDEN;
 size_t hak_prof_blocks_decay(void) HAK_HIDDEN; /* the shared cache, once unused for the decay */
-uint64_t hak_prof_blocks_live(void) HAK_HIDDEN;     /* bytes of live sampled blocks there */
+uint64_t hak_prof_blocks_live(void (*each)(uint64_t tag, void *arg), void *arg) HAK_HIDDEN; /* bytes of live sampled blocks there */
 size_t hak_prof_blocks_resident(void) HAK_HIDDEN;
 void hak_prof_blocks_fork_prepare(void) HAK_HIDDEN;
 void hak_prof_blocks_fork_parent(void) HAK_HIDDEN;

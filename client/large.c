@@ -297,7 +297,6 @@ bool hak_large_free(void *p)
         return false;
     }
     size_t len = e->len;
-    uint64_t prof = e->prof;
     e->ptr = 1;
     lg.used--;
     lg.tomb++;
@@ -309,9 +308,17 @@ bool hak_large_free(void *p)
         cache_put((uintptr_t)p, len, now);
     cache_purge(false, now);
     hak_unlock(&lg.lock);
-    if (unlikely(prof))
-        hak_prof_freed(prof);
     return true;
+}
+
+/* The profiler's live counts: each sampled block's tag. */
+void hak_large_each_sampled(void (*each)(uint64_t tag, void *arg), void *arg)
+{
+    hak_lock(&lg.lock);
+    for (size_t i = 0; i < lg.cap; i++)
+        if (lg.tab[i].ptr > 1 && lg.tab[i].prof)
+            each(lg.tab[i].prof, arg);
+    hak_unlock(&lg.lock);
 }
 
 /* Resize a large block in place or by moving its pages (mremap), never by

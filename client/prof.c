@@ -42,9 +42,10 @@ struct stack {
     uint32_t frame, depth; /* frames[frame .. frame + depth) */
 };
 
+/* Samples taken. What is live is not counted: the dump reads it from
+ * the live blocks' tags, so a sampled block's free touches no count. */
 struct counts {
-    uint64_t alloc_n, alloc_bytes; /* samples taken */
-    uint64_t live_n, live_bytes;   /* of them, not freed yet */
+    uint64_t n, bytes;
 };
 
 /* Counts by stack id, each table written by one thread only: a sample
@@ -107,7 +108,7 @@ void hak_prof_init(void)
     }
 }
 
-static uint64_t next_random(struct prof_thread *t)
+static inline __attribute__((always_inline)) uint64_t next_random(struct prof_thread *t)
 {
     uint64_t x = t->rng; /* xorshift64* */
     x ^= x >> 12;
@@ -143,7 +144,7 @@ static void ln_table_init(uint64_t rate)
  * multiplies were most of a sample's cost on workloads that sample every
  * microsecond). Off by 3e-5 of the rate at most (ln's curvature over a
  * 1/64 step): the interval law stays exponential. */
-static int64_t next_interval(struct prof_thread *t)
+static inline __attribute__((always_inline)) int64_t next_interval(struct prof_thread *t)
 {
     uint64_t r = (next_random(t) >> 11) + 1; /* [1, 2^53] */
     int e = 63 - __builtin_clzll(r);
@@ -186,13 +187,18 @@ static HAK_NOINLINE bool due_slow(struct prof_thread *t)
 }
 
 /* The thread's countdown ran out: sample this allocation? */
-HAK_NOINLINE bool hak_prof_due(void)
+static inline __attribute__((always_inline)) bool due(void)
 {
     struct prof_thread *t = &me;
     if (unlikely(t->state != PT_SAMPLING))
         return due_slow(t);
     hak_tls.prof_left = next_interval(t) - 1;
     return true;
+}
+
+HAK_NOINLINE bool hak_prof_due(void)
+{
+    return due();
 }
 
 static uint64_t stack_hash(uintptr_t *f, unsigned n)
@@ -303,27 +309,19 @@ void hak_prof_thread_exit(void)
     hak_unlock(&pf.lock);
 }
 
-/* n samples of bytes each way: (1, size) taken, (-1, -size) taken back or
- * freed. alloc: the taken counts move too. */
+/* n samples of bytes each: (1, size) taken, (-1, -size) taken back (the
+ * allocation failed). */
 static inline __attribute__((always_inline)) void count_in(struct count_tab *t, uint32_t id, uint64_t n,
-                                                           uint64_t bytes, bool alloc)
+                                                           uint64_t bytes)
 {
     struct counts *c = &t->c[id];
     if (t != pf.shared) {
-        if (alloc) {
-            STORE(c->alloc_n, LOAD(c->alloc_n) + n);
-            STORE(c->alloc_bytes, LOAD(c->alloc_bytes) + bytes);
-        }
-        STORE(c->live_n, LOAD(c->live_n) + n);
-        STORE(c->live_bytes, LOAD(c->live_bytes) + bytes);
+        STORE(c->n, LOAD(c->n) + n);
+        STORE(c->bytes, LOAD(c->bytes) + bytes);
         return;
     }
-    if (alloc) {
-        __atomic_fetch_add(&c->alloc_n, n, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&c->alloc_bytes, bytes, __ATOMIC_RELAXED);
-    }
-    __atomic_fetch_add(&c->live_n, n, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&c->live_bytes, bytes, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->n, n, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->bytes, bytes, __ATOMIC_RELAXED);
 }
 
 /* A sample taken (sign 1) or taken back (-1: its allocation failed). */
@@ -331,7 +329,7 @@ static HAK_NOINLINE void count(uint32_t id, uint64_t size, int sign)
 {
     struct count_tab *t = my_counts();
     uint64_t n = (uint64_t)(int64_t)sign;
-    count_in(t ? t : pf.shared, id, n, size * n, true);
+    count_in(t ? t : pf.shared, id, n, size * n);
 }
 
 /* A sample taken, in the thread's own table once it has one. */
@@ -342,7 +340,7 @@ static inline void count_taken(uint32_t id, uint64_t size)
         count(id, size, 1);
         return;
     }
-    count_in(t, id, 1, size, true);
+    count_in(t, id, 1, size);
 }
 
 /* The sampling frame's address anchors the memo of stacks (prof_stack.c):
@@ -374,7 +372,7 @@ static HAK_NOINLINE int64_t unwind_id(void *ra, uintptr_t anchor, bool fits)
     return i;
 }
 
-HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra)
+static inline __attribute__((always_inline)) void *prof_alloc(size_t size, size_t align, bool zero, void *ra)
 {
     uintptr_t anchor = ANCHOR();
     bool fits = size < (1ull << (64 - HAK_PROF_TAG_SIZE_SHIFT)); /* in a tag */
@@ -393,27 +391,37 @@ HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra
     return p;
 }
 
-/* In the freeing thread's table if it has one (a thread that only frees
- * is not given one: it may never pass the exit hook that returns it). */
-void hak_prof_freed(uint64_t tag)
+HAK_NOINLINE void *hak_prof_alloc(size_t size, size_t align, bool zero, void *ra)
 {
-    uint64_t id = tag & HAK_PROF_TAG_ID_MASK;
-    if (!id)
-        return; /* its stack was left out */
-    struct count_tab *t = me.counts;
-    count_in(t ? t : pf.shared, (uint32_t)(id - 1), (uint64_t)-1, -(tag >> HAK_PROF_TAG_SIZE_SHIFT), false);
+    return prof_alloc(size, align, zero, ra);
+}
+
+HAK_NOINLINE void *hak_prof_malloc(size_t size HAK_PROF_MALLOC_RA_PARAM)
+{
+    if (unlikely(!due()))
+        return hak_malloc_inner(size);
+    return prof_alloc(size, 16, false, HAK_PROF_MALLOC_RA);
 }
 
 static struct counts sum_of(uint32_t id)
 {
-    struct counts s = {0, 0, 0, 0};
+    struct counts s = {0, 0};
     for (const struct count_tab *t = pf.all; t; t = t->next) {
-        s.alloc_n += LOAD(t->c[id].alloc_n);
-        s.alloc_bytes += LOAD(t->c[id].alloc_bytes);
-        s.live_n += LOAD(t->c[id].live_n);
-        s.live_bytes += LOAD(t->c[id].live_bytes);
+        s.n += LOAD(t->c[id].n);
+        s.bytes += LOAD(t->c[id].bytes);
     }
     return s;
+}
+
+/* A live sampled block's tag, into the dump's live counts by stack. */
+static void add_live(uint64_t tag, void *arg)
+{
+    struct counts *live = arg;
+    uint64_t id = tag & HAK_PROF_TAG_ID_MASK;
+    if (!id)
+        return; /* its stack was left out */
+    live[id - 1].n++;
+    live[id - 1].bytes += tag >> HAK_PROF_TAG_SIZE_SHIFT;
 }
 
 void hak_prof_stats(struct hak_stats *s)
@@ -423,7 +431,7 @@ void hak_prof_stats(struct hak_stats *s)
     hak_lock(&pf.lock);
     uint64_t samples = pf.dropped;
     for (uint32_t id = 0; id < pf.used; id++)
-        samples += sum_of(id).alloc_n;
+        samples += sum_of(id).n;
     s->prof_samples = samples;
     s->prof_unwinds = pf.unwinds;
     s->prof_dropped = pf.dropped;
@@ -469,26 +477,26 @@ static void put_counts(struct out *o, uint64_t ln, uint64_t lb, uint64_t an, uin
     put(o, line, (size_t)n);
 }
 
-static void put_rows(struct out *o)
+static void put_rows(struct out *o, const struct counts *live)
 {
-    struct counts all = {0, 0, 0, 0};
+    struct counts all = {0, 0}, all_live = {0, 0};
     for (uint32_t id = 0; id < pf.used; id++) {
         struct counts c = sum_of(id);
-        all.live_n += c.live_n;
-        all.live_bytes += c.live_bytes;
-        all.alloc_n += c.alloc_n;
-        all.alloc_bytes += c.alloc_bytes;
+        all.n += c.n;
+        all.bytes += c.bytes;
+        all_live.n += live[id].n;
+        all_live.bytes += live[id].bytes;
     }
     put(o, "heap profile: ", 14);
-    put_counts(o, all.live_n, all.live_bytes, all.alloc_n, all.alloc_bytes);
+    put_counts(o, all_live.n, all_live.bytes, all.n, all.bytes);
     char line[64];
     int n = snprintf(line, sizeof line, " heap_v2/%llu\n", (unsigned long long)hak_prof_rate);
     put(o, line, (size_t)n);
     for (uint32_t id = 0; id < pf.used; id++) {
         struct counts c = sum_of(id);
-        if (!c.alloc_n)
+        if (!c.n)
             continue;
-        put_counts(o, c.live_n, c.live_bytes, c.alloc_n, c.alloc_bytes);
+        put_counts(o, live[id].n, live[id].bytes, c.n, c.bytes);
         const struct stack *st = &pf.stacks[id];
         for (uint32_t k = 0; k < st->depth; k++) {
             n = snprintf(line, sizeof line, " 0x%016llx", (unsigned long long)pf.frames[st->frame + k]);
@@ -533,18 +541,33 @@ HAK_API int hak_prof_dump(const char *path)
         snprintf(name, sizeof name, "%s.%d.heap", hak_opt.prof_prefix, (int)getpid());
         path = name;
     }
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
+    /* What is live, from the live blocks' tags: taken before the lock (the
+     * large blocks' registry has a lock of its own), after the samples
+     * they belong to were counted, so no stack shows more live than taken. */
+    struct counts *live = hak_os_map_noreserve(NIDS * sizeof *live);
+    if (!live) {
+        errno = ENOMEM;
         return -1;
+    }
+    hak_prof_blocks_live(add_live, live);
+    hak_large_each_sampled(add_live, live);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int e = errno;
+        hak_os_unmap(live, NIDS * sizeof *live);
+        errno = e;
+        return -1;
+    }
     hak_lock(&pf.lock);
     struct out *o = &dump_out;
     o->fd = fd;
     o->failed = false;
     o->len = 0;
-    put_rows(o);
+    put_rows(o, live);
     put_maps(o);
     bool failed = o->failed;
     hak_unlock(&pf.lock);
+    hak_os_unmap(live, NIDS * sizeof *live);
     if (close(fd) != 0 || failed) {
         if (!errno)
             errno = EIO;

@@ -257,7 +257,6 @@ void hak_prof_block_free(void *p)
      * two frees racing in two threads are not (nor are they elsewhere in
      * the allocator), and a locked exchange cost a fifth of a sample. */
     __atomic_store_n(&pg->tag, (t & ~LIVE_BIT) | FREED_BIT, __ATOMIC_RELEASE);
-    hak_prof_freed(t);
     size_t n = pages_in(t), bytes = n * PAGE;
     if (unlikely(mine.bytes + bytes > THREAD_CACHE_BYTES)) {
         block_free_shared(p, n);
@@ -311,16 +310,21 @@ size_t hak_prof_blocks_decay(void)
     return bytes;
 }
 
-/* A walk of the tags of the pages handed out, for the statistics: a
- * counter moved by every sample and free was a line all threads wrote. */
-uint64_t hak_prof_blocks_live(void)
+/* A walk of the tags of the pages handed out, for the statistics and the
+ * profile's live counts: a counter moved by every sample and free was a
+ * line all threads wrote, and a count kept at free was a line more on
+ * every sampled block's free. each (if not NULL) sees every live tag. */
+uint64_t hak_prof_blocks_live(void (*each)(uint64_t tag, void *arg), void *arg)
 {
     size_t used = atomic_load_explicit(&rg.used, memory_order_relaxed);
     uint64_t bytes = 0;
     for (size_t i = 0; rg.pg && i < used; i++) {
-        uint64_t t = __atomic_load_n(&rg.pg[i].tag, __ATOMIC_RELAXED);
-        if (t & LIVE_BIT)
-            bytes += pages_in(t) * PAGE;
+        uint64_t t = __atomic_load_n(&rg.pg[i].tag, __ATOMIC_ACQUIRE); /* its counts before it */
+        if (!(t & LIVE_BIT))
+            continue;
+        bytes += pages_in(t) * PAGE;
+        if (each)
+            each(t, arg);
     }
     return bytes;
 }

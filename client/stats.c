@@ -181,7 +181,7 @@ void hak_stats_snapshot(struct hak_stats *s, bool resident)
         }
     }
     hak_prof_stats(s);
-    uint64_t sampled = hak_prof_blocks_live(); /* the profiler's, if on */
+    uint64_t sampled = hak_prof_blocks_live(NULL, NULL); /* the profiler's, if on */
     s->allocated = small + s->large_bytes + sampled;
     s->active = slab_bytes + s->large_bytes + sampled;
     if (resident) {

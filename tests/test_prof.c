@@ -66,6 +66,24 @@ static HAK_NOINLINE void *site_freed(void)
     return p;
 }
 
+/* Above the mid sizes: a sampled block is a large block. */
+#define LARGE_SIZE (300u << 10)
+#define LARGE_BLOCKS 64u
+
+static HAK_NOINLINE void *site_large_kept(void)
+{
+    char *p = hak_malloc(LARGE_SIZE);
+    p[0] = 1;
+    return p;
+}
+
+static HAK_NOINLINE void *site_large_freed(void)
+{
+    char *p = hak_malloc(LARGE_SIZE);
+    p[0] = 2; /* not the same code as the one above: not merged with it */
+    return p;
+}
+
 static int child_sites(void)
 {
     for (unsigned i = 0; i < SITE_BLOCKS; i++) {
@@ -131,10 +149,17 @@ static int child_entry_points(const char *path)
         return err;
     for (unsigned i = 0; i < SITE_BLOCKS / 4; i++)
         kept[i] = site_one();
+    void *large[LARGE_BLOCKS];
+    for (unsigned i = 0; i < LARGE_BLOCKS; i++) {
+        large[i] = site_large_kept();
+        hak_free(site_large_freed());
+    }
     if (hak_prof_dump(path) != 0)
         return 14;
     for (unsigned i = 0; i < SITE_BLOCKS / 4; i++)
         hak_free(kept[i]);
+    for (unsigned i = 0; i < LARGE_BLOCKS; i++)
+        hak_free(large[i]);
     return 0;
 }
 
@@ -413,6 +438,17 @@ static void test_every_entry_point_and_free(void **state)
     assert_true(freed_all > want * 0.75 && freed_all < want * 1.25);
     want = SITE_BLOCKS / 4 * 64.0 / (1 << 20); /* 16 MiB */
     assert_true(kept_one > want * 0.75 && kept_one < want * 1.25);
+    /* Large blocks: each is sampled (at 16 KiB a sample, 300 KiB is all
+     * but certain to be), so in use and allocated are exact. */
+    double large_kept = pprof_flat(path, "", "site_large_kept", &total);
+    double large_freed = pprof_flat(path, "", "site_large_freed", &total);
+    double large_freed_all = pprof_flat(path, "--alloc_space", "site_large_freed", &total);
+    print_message("large: site_large_kept in use %.2f MiB, site_large_freed in use %.2f, allocated %.2f MiB\n",
+                  large_kept, large_freed, large_freed_all);
+    want = LARGE_BLOCKS * (double)LARGE_SIZE / (1 << 20); /* 18.75 MiB */
+    assert_true(large_kept > want * 0.99 && large_kept < want * 1.01);
+    assert_true(large_freed == 0);
+    assert_true(large_freed_all > want * 0.99 && large_freed_all < want * 1.01);
 }
 
 static void test_threads_in_proportion(void **state)
