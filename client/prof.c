@@ -76,13 +76,9 @@ static struct {
 
 enum { PT_NEW, PT_SAMPLING, PT_UNWINDING };
 
-struct prof_thread {
-    uint64_t rng;
-    struct count_tab *counts;
-    uint8_t state; /* PT_NEW, PT_SAMPLING (hak_prof_due's one test), PT_UNWINDING */
-    bool gone;
-};
-static __thread struct prof_thread me;
+/* A thread's state is in hak_tls, beside the countdown: prof_rng,
+ * prof_counts (its count_tab), prof_state (PT_NEW, PT_SAMPLING: the one
+ * test of a sample, PT_UNWINDING) and prof_gone. */
 
 /* ln m at m = 1 + i / 2^LN_BITS, i = 0 .. 2^LN_BITS, and ln 2, in bytes
  * of the sampling rate: an interval is then integer arithmetic and two
@@ -108,13 +104,13 @@ void hak_prof_init(void)
     }
 }
 
-static inline __attribute__((always_inline)) uint64_t next_random(struct prof_thread *t)
+static inline __attribute__((always_inline)) uint64_t next_random(struct hak_tls *t)
 {
-    uint64_t x = t->rng; /* xorshift64* */
+    uint64_t x = t->prof_rng; /* xorshift64* */
     x ^= x >> 12;
     x ^= x << 25;
     x ^= x >> 27;
-    t->rng = x;
+    t->prof_rng = x;
     return x * 0x2545F4914F6CDD1Dull;
 }
 
@@ -144,7 +140,7 @@ static void ln_table_init(uint64_t rate)
  * multiplies were most of a sample's cost on workloads that sample every
  * microsecond). Off by 3e-5 of the rate at most (ln's curvature over a
  * 1/64 step): the interval law stays exponential. */
-static inline __attribute__((always_inline)) int64_t next_interval(struct prof_thread *t)
+static inline __attribute__((always_inline)) int64_t next_interval(struct hak_tls *t)
 {
     uint64_t r = (next_random(t) >> 11) + 1; /* [1, 2^53] */
     int e = 63 - __builtin_clzll(r);
@@ -157,42 +153,42 @@ static inline __attribute__((always_inline)) int64_t next_interval(struct prof_t
     return bytes < 1 ? 1 : bytes;
 }
 
-static void seed(struct prof_thread *t)
+static void seed(struct hak_tls *t)
 {
     const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
     uint64_t s = 0;
     if (r)
         memcpy(&s, r, sizeof s);
     s ^= (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ull ^ hak_now_ns();
-    t->rng = s ? s : 1;
+    t->prof_rng = s ? s : 1;
 }
 
 /* Where a new thread draws its first interval and where allocations made
  * while a sample is being taken (backtrace may load libgcc_s) are let
  * through. */
-static HAK_NOINLINE bool due_slow(struct prof_thread *t)
+static HAK_NOINLINE bool due_slow(struct hak_tls *t)
 {
-    if (!hak_ready() || t->state == PT_UNWINDING)
+    if (!hak_ready() || t->prof_state == PT_UNWINDING)
         return false;
     if (!hak_prof_rate) {
-        hak_tls.prof_left = INT64_MAX;
+        t->prof_left = INT64_MAX;
         return false;
     }
-    bool first = t->state == PT_NEW;
+    bool first = t->prof_state == PT_NEW;
     if (first)
         seed(t);
-    t->state = PT_SAMPLING;
-    hak_tls.prof_left = next_interval(t) - 1;
+    t->prof_state = PT_SAMPLING;
+    t->prof_left = next_interval(t) - 1;
     return !first;
 }
 
 /* The thread's countdown ran out: sample this allocation? */
 static inline __attribute__((always_inline)) bool due(void)
 {
-    struct prof_thread *t = &me;
-    if (unlikely(t->state != PT_SAMPLING))
+    struct hak_tls *t = &hak_tls;
+    if (unlikely(t->prof_state != PT_SAMPLING))
         return due_slow(t);
-    hak_tls.prof_left = next_interval(t) - 1;
+    t->prof_left = next_interval(t) - 1;
     return true;
 }
 
@@ -270,7 +266,7 @@ static int64_t stack_id(uintptr_t *f, unsigned n)
  * be mapped. */
 static HAK_NOINLINE struct count_tab *my_counts_new(void)
 {
-    struct prof_thread *t = &me;
+    struct hak_tls *t = &hak_tls;
     hak_lock(&pf.lock);
     struct count_tab *c = pf.free;
     if (c) {
@@ -280,16 +276,16 @@ static HAK_NOINLINE struct count_tab *my_counts_new(void)
         pf.all = c;
     }
     hak_unlock(&pf.lock);
-    t->counts = c;
-    t->gone = !c;
+    t->prof_counts = c;
+    t->prof_gone = !c;
     return c;
 }
 
 static inline struct count_tab *my_counts(void)
 {
-    struct prof_thread *t = &me;
-    if (likely(t->counts) || t->gone)
-        return t->counts;
+    struct hak_tls *t = &hak_tls;
+    if (likely(t->prof_counts) || t->prof_gone)
+        return t->prof_counts;
     return my_counts_new();
 }
 
@@ -297,10 +293,10 @@ void hak_prof_thread_exit(void)
 {
     if (!hak_prof_rate)
         return;
-    struct prof_thread *t = &me;
-    struct count_tab *c = t->counts;
-    t->gone = true;
-    t->counts = NULL;
+    struct hak_tls *t = &hak_tls;
+    struct count_tab *c = t->prof_counts;
+    t->prof_gone = true;
+    t->prof_counts = NULL;
     if (!c)
         return;
     hak_lock(&pf.lock);
@@ -335,7 +331,7 @@ static HAK_NOINLINE void count(uint32_t id, uint64_t size, int sign)
 /* A sample taken, in the thread's own table once it has one. */
 static inline void count_taken(uint32_t id, uint64_t size)
 {
-    struct count_tab *t = me.counts;
+    struct count_tab *t = hak_tls.prof_counts;
     if (unlikely(!t)) {
         count(id, size, 1);
         return;
@@ -356,11 +352,11 @@ static inline void count_taken(uint32_t id, uint64_t size)
  * one holds the stack on the stack). */
 static HAK_NOINLINE int64_t unwind_id(void *ra, uintptr_t anchor, bool fits)
 {
-    struct prof_thread *t = &me;
+    struct hak_tls *t = &hak_tls;
     struct hak_prof_stack st;
-    t->state = PT_UNWINDING; /* libgcc_s may be loaded, which allocates */
+    t->prof_state = PT_UNWINDING; /* libgcc_s may be loaded, which allocates */
     unsigned n = hak_prof_unwind(&st, ra, anchor);
-    t->state = PT_SAMPLING;
+    t->prof_state = PT_SAMPLING;
     hak_lock(&pf.lock);
     pf.unwinds++;
     int64_t i = n && fits ? stack_id(st.f, n) : -1;
@@ -615,7 +611,7 @@ void hak_prof_fork_child(void)
     hak_prof_blocks_fork_child();
     pf.free = NULL;
     for (struct count_tab *c = pf.all; c; c = c->next)
-        if (c != pf.shared && c != me.counts) {
+        if (c != pf.shared && c != hak_tls.prof_counts) {
             c->next_free = pf.free;
             pf.free = c;
         }

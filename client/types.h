@@ -171,9 +171,14 @@ struct hak_tls {
     struct hak_rbatch rb[HAK_RBATCH];
     struct hak_outbox out[HAK_OUTBOX];
     uint32_t out_next;             /* the outbox to reuse when all are taken */
-    int64_t prof_left;             /* profiler: bytes left before the next sample,
-                                      taken by the allocation that goes below 0
-                                      (last: the fast paths' offsets stay) */
+    /* The profiler's (last: the fast paths' offsets stay), on one line:
+     * a sample's first reads, beside the countdown every malloc moves. */
+    _Alignas(64) int64_t prof_left; /* bytes left before the next sample, taken by
+                                      the allocation that goes below 0 */
+    uint64_t prof_rng;             /* the interval's random state */
+    void *prof_counts;             /* the thread's table of counts (prof.c) */
+    uint8_t prof_state;            /* prof.c: PT_* */
+    bool prof_gone;                /* no table of its own any more: leaving */
 };
 
 enum { HAK_THREAD_NEW = 0, HAK_THREAD_ACTIVE, HAK_THREAD_DEAD };
