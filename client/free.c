@@ -249,18 +249,25 @@ HAK_API void hak_free(void *p)
     tc->frees++;
 }
 
-/* Outside the arena: NULL, a large block, or not ours. */
-HAK_NOINLINE void hak_free_generic(void *p)
+static HAK_NOINLINE void free_not_sampled(void *p)
 {
     if (!p)
         return;
+    if (hak_large_free(p))
+        return;
+    hak_fatal_pointer("free", p, "not allocated by hakmem");
+}
+
+/* Outside the arena: a sampled block (first: the one frequent case, a
+ * jump with no frame; NULL is not in the range), NULL, a large block, or
+ * not ours. */
+HAK_NOINLINE void hak_free_generic(void *p)
+{
     if (hak_prof_owns(p)) {
         hak_prof_block_free(p);
         return;
     }
-    if (hak_large_free(p))
-        return;
-    hak_fatal_pointer("free", p, "not allocated by hakmem");
+    free_not_sampled(p);
 }
 
 HAK_API void hak_free_sized(void *p, size_t size)
