@@ -69,7 +69,7 @@ static inline struct hak_slab *remote_slab(void *p, uintptr_t off, struct hak_he
     if (unlikely(!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED))
         hak_fatal_pointer("free", p, "not an allocated block (its SuperSlab is not in use)");
     unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
-    *cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
+    *cls = hak_hot_cls_relaxed(hot, u);
     if (unlikely(!*cls))
         hak_fatal_pointer("free", p, "not an allocated block (no slab there)");
     *unit = hak_hot_head(hot, u);
@@ -298,7 +298,7 @@ size_t hak_block_usable(const void *p, const char *api)
     struct hak_ss_hot *hot = &hak_arena.hot[off >> HAK_SS_SHIFT];
     struct hak_heap *owner = atomic_load(&hot->owner);
     unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
-    unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
+    unsigned cls = hak_hot_cls_relaxed(hot, u);
     if ((!HAK_OWNER_IS_HEAP(owner) && owner != HAK_OWNER_ABANDONED) || !cls)
         hak_fatal_pointer(api, p, "not an allocated block");
     uint32_t x = hak_slab_offset(off, hot, u);

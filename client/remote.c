@@ -101,7 +101,7 @@ static inline void *batch_last(const void *first, uintptr_t w)
     struct hak_ss_hot *hot = hak_hot((uint32_t)(foff >> HAK_SS_SHIFT));
     unsigned u = (unsigned)(off >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
     unsigned fu = (unsigned)(foff >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1);
-    unsigned cls = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
+    unsigned cls = hak_hot_cls_relaxed(hot, u);
     if (unlikely(!cls || hak_hot_head(hot, u) != hak_hot_head(hot, fu) ||
                  !hak_hot_carved_block(hot, u, cls, hak_slab_offset(off, hot, u))))
         bad_batch(first, w);
@@ -230,7 +230,7 @@ static struct hak_heap *post(struct hak_tls *t, struct hak_slab *s, void *first,
     o->heap = h;
     o->n += n;
     o->batches++;
-    unsigned cls = __atomic_load_n(&hot->cls[(uintptr_t)first >> HAK_UNIT_SHIFT & (HAK_UNITS - 1)], __ATOMIC_RELAXED);
+    unsigned cls = hak_hot_cls_relaxed(hot, (unsigned)((uintptr_t)first >> HAK_UNIT_SHIFT) & (HAK_UNITS - 1));
     o->bytes += (uint64_t)n * hak_classes[cls].size;
     if (o->n >= HAK_OUTBOX_MAX || o->bytes >= HAK_OUTBOX_BYTES) {
         struct hak_heap *full = ship(o);

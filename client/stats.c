@@ -98,7 +98,7 @@ static uint64_t slabs_pass(struct class_walk *w)
             continue;
         struct hak_ss *ss = hak_cold(idx);
         for (unsigned u = 0; u < HAK_UNITS; u++) {
-            unsigned c = __atomic_load_n(&hot->cls[u], __ATOMIC_RELAXED);
+            unsigned c = hak_hot_cls_relaxed(hot, u);
             if (!c || c >= HAK_NCLASS || hak_hot_head(hot, u) != u)
                 continue;
             w[c].slabs++;
